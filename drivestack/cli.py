@@ -1,0 +1,155 @@
+"""The ``drivestack`` command line: a thin layer over the library.
+
+User mistakes (unknown scenario, malformed map, unreachable goal, bad numbers) end with
+one line ``error: ...`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="drivestack: drive, record, replay and train on the built-in simulator or CARLA.")
+USER_ERROR = 2
+
+
+class AgentName(str, Enum):
+    expert = "expert"
+
+
+class RouteKind(str, Enum):
+    random = "random"
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from drivestack.config import ConfigError
+    from sim.road_map import MapError
+    from sim.route_planner import NoRouteError
+    from sim.scenario import ScenarioError
+    return ConfigError, MapError, NoRouteError, ScenarioError
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(USER_ERROR)
+
+
+def _make_agent(name: AgentName):
+    from sim.expert import ExpertDriver
+
+    def make_expert(road_map, route, sim):
+        return ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
+    return {AgentName.expert: make_expert}[name]
+
+
+def _scenarios(scenario: Optional[str], suite: Optional[str], town: Optional[str], route: Optional[RouteKind],
+               route_length_m: float, npc_vehicles: Optional[int], pedestrians: Optional[int]):
+    from sim.scenario import Scenario, benchmark_suite, load_scenario
+    if suite is not None:
+        if suite != "benchmark":
+            _fail(f"unknown suite {suite!r} (known: benchmark)")
+        chosen = benchmark_suite()
+    elif town is not None:
+        if route is None:
+            route = RouteKind.random
+        name = Path(town).stem if town.endswith(".xodr") else town
+        chosen = [Scenario(name=f"{name}_random_{route_length_m:.0f}m", town=town, route_length_m=route_length_m)]
+    else:
+        chosen = [load_scenario(scenario or "default")]
+    overrides = {k: v for k, v in (("npc_vehicles", npc_vehicles), ("pedestrians", pedestrians)) if v is not None}
+    return [replace(s, **overrides) for s in chosen]
+
+
+@app.command()
+def drive(
+    scenario: Optional[str] = typer.Option(None, help="Scenario name (see `drivestack routes`) or YAML file."),
+    suite: Optional[str] = typer.Option(None, help="Run a whole suite: 'benchmark'."),
+    town: Optional[str] = typer.Option(None, help="Town name or path to any .xodr file (with --route random)."),
+    route: Optional[RouteKind] = typer.Option(None, help="'random': a seeded random feasible route on --town."),
+    route_length_m: float = typer.Option(500.0, min=20.0, help="Length of a random route in metres."),
+    agent: AgentName = typer.Option(AgentName.expert, help="Who drives."),
+    episodes: int = typer.Option(1, min=1, help="Episodes per scenario; episode k uses seed S + k."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default: the scenario's own)."),
+    npc_vehicles: Optional[int] = typer.Option(None, min=0, help="Override the scenario's NPC vehicle count."),
+    pedestrians: Optional[int] = typer.Option(None, min=0, help="Override the scenario's pedestrian count."),
+    out: Path = typer.Option(Path("out/drive"), help="Directory for results.json and bird's-eye PNGs."),
+    png: bool = typer.Option(True, help="Write a bird's-eye PNG per episode."),
+    as_json: bool = typer.Option(False, "--json", help="Print the episode results as JSON on stdout."),
+) -> None:
+    """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
+    from sim.birdseye import save_birdseye
+    from sim.builtin import BuiltinSimulator
+    from sim.driving_score import format_results_table, global_score, results_to_json
+    from sim.episode import run_episode
+
+    console = Console(stderr=as_json)
+    try:
+        chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians)
+        runs_todo = [(s.with_seed((s.seed if seed is None else seed) + k), k) for s in chosen for k in range(episodes)]
+        sim = BuiltinSimulator()
+        results = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("route {task.fields[rc]:5.1f} %"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            overall = progress.add_task("episodes", total=len(runs_todo), rc=0.0)
+            for sc, k in runs_todo:
+                task = progress.add_task(f"{sc.name} seed {sc.seed}", total=100, rc=0.0)
+                run = run_episode(sim, sc, _make_agent(agent),
+                                  on_step=lambda pct, t=task: progress.update(t, completed=pct, rc=pct))
+                progress.update(task, completed=100)
+                progress.update(overall, advance=1)
+                results.append(run.result)
+                if png:
+                    save_birdseye(out / f"{sc.name}_seed{sc.seed}.png", run.road_map, run.route, run.trajectory,
+                                  run.result)
+        sim.close()
+    except _user_errors() as exc:
+        _fail(str(exc))
+    summary = global_score(results)
+    payload = results_to_json(results, summary)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        console.print(format_results_table(results, summary))
+        console.print(f"results: {out / 'results.json'}" + (f", bird's-eye PNGs in {out}/" if png else ""))
+
+
+@app.command()
+def routes() -> None:
+    """List the shipped scenarios; those marked benchmark form the benchmark suite."""
+    from sim.scenario import shipped_scenarios
+    try:
+        scenarios = shipped_scenarios()
+    except _user_errors() as exc:
+        _fail(str(exc))
+    table = Table(title="Scenarios (sim/scenarios)")
+    for column in ("name", "town", "split", "benchmark", "route", "NPCs", "pedestrians", "weather", "seed"):
+        table.add_column(column)
+    for s in scenarios:
+        route = f"random {s.route_length_m:.0f} m" if s.start is None else \
+            f"({s.start[0]:.0f}, {s.start[1]:.0f}) -> ({s.goal[0]:.0f}, {s.goal[1]:.0f})"
+        table.add_row(s.name, s.town, s.split, "yes" if s.benchmark else "", route, str(s.npc_vehicles),
+                      str(s.pedestrians), s.weather, str(s.seed))
+    Console().print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

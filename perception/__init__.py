@@ -1,0 +1,1 @@
+"""Perception inference: camera detection, segmentation and lane pipelines, LiDAR obstacles (Open3D), perception metrics."""

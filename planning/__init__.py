@@ -1,0 +1,1 @@
+"""Planning: behaviour, local planner, lateral/longitudinal controllers, safety supervisor, policy arbitration."""

@@ -1,0 +1,1 @@
+"""rclpy nodes, message conversions, the topic table, bag recorder and replayer, and the launcher."""

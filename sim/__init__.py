@@ -1,0 +1,1 @@
+"""Simulators: built-in and CARLA backends, maps, routes, expert driver, driving score."""

@@ -1,0 +1,229 @@
+"""The built-in simulator: OpenDRIVE towns, kinematic vehicles, NPC traffic, pedestrians.
+
+Fixed step ``dt_s`` and a single seeded random generator make every episode
+reproducible bit for bit. Each step: NPC and pedestrian decisions from the current
+state, one vectorised bicycle step for all vehicles (ego in row 0), then lights.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+
+from drivestack.schema import (ActorKind, ActorState, EgoState, Observation, Route, VehicleControl)
+from sim import towns
+from sim.geometry import pairwise_overlaps
+from sim.lane_arrays import LaneArrays
+from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager
+from sim.protocol import SimulatorError
+from sim.road_map import RoadMap
+from sim.route_planner import RoutePlanner
+from sim.scenario import PedestrianCrossing, Scenario
+from sim.traffic import EgoLaneInfo, TrafficManager, TrafficParams
+from sim.traffic_lights import TrafficLightController
+from sim.vehicle_dynamics import BicycleState, VehicleParams, step as bicycle_step
+
+DEFAULT_DT_S = 0.05
+EGO_ROW = 0
+
+
+@functools.lru_cache(maxsize=16)
+def _load_map(path: str, mtime_ns: int) -> tuple[RoadMap, LaneArrays]:
+    road_map = RoadMap.from_file(path)
+    return road_map, LaneArrays(road_map)
+
+
+def load_town(town: str) -> tuple[RoadMap, LaneArrays]:
+    """A shipped town by name or any ``.xodr`` by path; parsed once per process."""
+    path = Path(town) if town.endswith(".xodr") else towns.town_path(town)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        from sim.road_map import MapError
+        raise MapError(f"{path}: no such map file") from None
+    return _load_map(str(path.resolve()), mtime)
+
+
+def plan_scenario_route(road_map: RoadMap, scenario: Scenario, rng: np.random.Generator) -> Route:
+    planner = RoutePlanner(road_map)
+    if scenario.start is None:
+        return planner.random_route(rng, scenario.route_length_m)
+    stops = [scenario.start[:2], *scenario.waypoints, scenario.goal]
+    legs = []
+    pose = scenario.start
+    for goal in stops[1:]:
+        leg = planner.plan(pose, goal)
+        legs.append(leg)
+        last = leg.waypoints[-1]
+        pose = (last.x_m, last.y_m, last.yaw_rad)
+    if len(legs) == 1:
+        return legs[0]
+    waypoints = legs[0].waypoints + tuple(wp for leg in legs[1:] for wp in leg.waypoints[1:])
+    return Route(waypoints, sum(leg.length_m for leg in legs))
+
+
+class BuiltinSimulator:
+    def __init__(self, dt_s: float = DEFAULT_DT_S, vehicle_params: VehicleParams | None = None,
+                 traffic_params: TrafficParams | None = None) -> None:
+        if not (math.isfinite(dt_s) and 0 < dt_s <= 0.5):
+            raise ValueError(f"dt_s={dt_s} must be in (0, 0.5] seconds")
+        self.dt_s = dt_s
+        self.vehicle = vehicle_params or VehicleParams.load()
+        self.traffic_params = traffic_params or TrafficParams.load()
+        self._map: RoadMap | None = None
+        self._route: Route | None = None
+        self.scenario: Scenario | None = None
+
+    # -- protocol ------------------------------------------------------------------------
+
+    @property
+    def road_map(self) -> RoadMap:
+        if self._map is None:
+            raise SimulatorError("reset() the simulator with a scenario first")
+        return self._map
+
+    @property
+    def route(self) -> Route:
+        if self._route is None:
+            raise SimulatorError("reset() the simulator with a scenario first")
+        return self._route
+
+    def reset(self, scenario: Scenario) -> Observation:
+        self.scenario = scenario
+        self._map, self.lanes = load_town(scenario.town)
+        self.rng = np.random.default_rng(scenario.seed)
+        self._route = plan_scenario_route(self._map, scenario, self.rng)
+        self.step_count = 0
+        self.lights = TrafficLightController(self._map, self.rng)
+        n = 1 + scenario.npc_vehicles
+        self.state = BicycleState.zeros(n)
+        first = self._route.waypoints[0]
+        self.state.x_m[EGO_ROW], self.state.y_m[EGO_ROW], self.state.yaw_rad[EGO_ROW] = \
+            first.x_m, first.y_m, first.yaw_rad
+        self.traffic = TrafficManager(self._map, self.lanes, self.traffic_params, self.vehicle, self.rng)
+        self.traffic.spawn(scenario.npc_vehicles, self.state, self._keep_clear_xy())
+        self.pedestrians = PedestrianManager(self._map, self.lanes, self.rng)
+        self.pedestrians.spawn(scenario.pedestrians)
+        self._pending_crossings = sorted(scenario.pedestrian_crossings, key=lambda c: c.route_distance_m)
+        self._route_s = np.concatenate([[0.0], np.cumsum(np.hypot(
+            np.diff([w.x_m for w in self._route.waypoints]), np.diff([w.y_m for w in self._route.waypoints])))])
+        self._ego_lane = EgoLaneInfo()
+        self._update_ego_lane()
+        return self._observe()
+
+    def step(self, control: VehicleControl) -> Observation:
+        if self._map is None:
+            raise SimulatorError("reset() the simulator with a scenario first")
+        if not isinstance(control, VehicleControl):
+            raise TypeError(f"step() takes a VehicleControl, got {type(control).__name__}")
+        throttle, steer, brake = self.traffic.controls(
+            self.state, self._ego_lane, self.lights, self._road_users_xy())
+        reverse = np.zeros(len(self.state), dtype=bool)
+        reverse[EGO_ROW] = control.reverse
+        brake_all = np.concatenate([[1.0 if control.hand_brake else control.brake], brake])
+        bicycle_step(self.state, self.vehicle, np.concatenate([[control.throttle], throttle]),
+                     np.concatenate([[control.steer], steer]), brake_all, reverse, self.dt_s)
+        self.traffic.advance(self.state, self._keep_clear_xy)
+        self.step_count += 1
+        self.lights.update(self.time_s)
+        self.pedestrians.step(self.dt_s, self.lights, np.column_stack([self.state.x_m, self.state.y_m]))
+        self._update_ego_lane()
+        self._trigger_crossings()
+        return self._observe()
+
+    def close(self) -> None:
+        self._map = None
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def time_s(self) -> float:
+        return self.step_count * self.dt_s
+
+    @property
+    def stamp_ns(self) -> int:
+        # Integer arithmetic so that stamps never drift with float rounding.
+        return self.step_count * int(round(self.dt_s * 1e9))
+
+    def _keep_clear_xy(self) -> list[tuple[float, float]]:
+        xy = [(float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW]))]
+        rows = slice(1, 1 + self.traffic.n)
+        xy += list(zip(self.state.x_m[rows].tolist(), self.state.y_m[rows].tolist()))
+        # Keep spawns off the first stretch of the ego's route.
+        xy += [(w.x_m, w.y_m) for w in self._route.waypoints[:10]]
+        return xy
+
+    def _road_users_xy(self) -> np.ndarray:
+        return self.pedestrians.on_road_xy()
+
+    def _update_ego_lane(self) -> None:
+        q = self._map.nearest_lane(float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW]),
+                                   float(self.state.yaw_rad[EGO_ROW]), max_distance_m=4.0)
+        on_lane = q is not None and abs(q.lateral_offset_m) < self._map.lanes[q.segment_id].width_m / 2 + 0.5
+        self._ego_lane = EgoLaneInfo(q.segment_id, q.s_m) if on_lane else EgoLaneInfo()
+
+    def ego_route_progress_m(self) -> float:
+        d = np.hypot(np.array([w.x_m for w in self._route.waypoints]) - self.state.x_m[EGO_ROW],
+                     np.array([w.y_m for w in self._route.waypoints]) - self.state.y_m[EGO_ROW])
+        return float(self._route_s[int(np.argmin(d))])
+
+    def _trigger_crossings(self) -> None:
+        if not self._pending_crossings:
+            return
+        progress = self.ego_route_progress_m()
+        crossing = self._pending_crossings[0]
+        if progress < crossing.route_distance_m - crossing.trigger_distance_m:
+            return
+        self._pending_crossings.pop(0)
+        self._spawn_crossing(crossing)
+
+    def _spawn_crossing(self, crossing: PedestrianCrossing) -> None:
+        i = int(np.searchsorted(self._route_s, crossing.route_distance_m))
+        wp = self._route.waypoints[min(i, len(self._route.waypoints) - 1)]
+        lane = self._map.nearest_lane(wp.x_m, wp.y_m, wp.yaw_rad)
+        width = self._map.lanes[lane.segment_id].width_m if lane else 3.5
+        # From the kerb on the right of the ego's lane, across the lane and the next one.
+        nx, ny = -math.sin(wp.yaw_rad), math.cos(wp.yaw_rad)
+        start = (wp.x_m - nx * (width / 2 + 1.5), wp.y_m - ny * (width / 2 + 1.5))
+        goal = (wp.x_m + nx * (width * 1.5 + 1.5), wp.y_m + ny * (width * 1.5 + 1.5))
+        self.pedestrians.add_crossing(start, goal, crossing.speed_mps)
+
+    # -- observation ---------------------------------------------------------------------
+
+    def _observe(self) -> Observation:
+        s, v = self.state, self.vehicle
+        ego = EgoState(
+            stamp_ns=self.stamp_ns, x_m=float(s.x_m[0]), y_m=float(s.y_m[0]), yaw_rad=float(s.yaw_rad[0]),
+            speed_mps=float(s.speed_mps[0]), yaw_rate_radps=float(s.yaw_rate_radps[0]),
+            accel_mps2=float(s.accel_mps2[0]), steer_angle_rad=float(s.steer_angle_rad[0]),
+            length_m=v.length_m, width_m=v.width_m)
+        return Observation(self.stamp_ns, ego, tuple(self._actor_states()), self.lights.snapshot(),
+                           self._ego_lane.lane)
+
+    def _actor_states(self) -> list[ActorState]:
+        s, v, t = self.state, self.vehicle, self.traffic
+        rows = range(1, 1 + t.n)
+        xs, ys, yaws, speeds = (a[1:1 + t.n].tolist() for a in (s.x_m, s.y_m, s.yaw_rad, s.speed_mps))
+        lanes = t.lane.tolist()
+        actors = [ActorState(row, ActorKind.VEHICLE, xs[i], ys[i], yaws[i], speeds[i], v.length_m, v.width_m,
+                             v.height_m, lanes[i]) for i, row in enumerate(rows)]
+        actors += self.pedestrians.actor_states(first_id=1 + t.n)
+        return actors
+
+    def overlapping_pairs(self, include_ego: bool = False) -> list[tuple[int, int]]:
+        """Pairs of actor ids whose boxes overlap now (for traffic soak checks)."""
+        n_veh = len(self.state)
+        ped = self.pedestrians.xy
+        x = np.concatenate([self.state.x_m, ped[:, 0]])
+        y = np.concatenate([self.state.y_m, ped[:, 1]])
+        yaw = np.concatenate([self.state.yaw_rad, np.zeros(len(ped))])
+        length = np.concatenate([np.full(n_veh, self.vehicle.length_m), np.full(len(ped), PEDESTRIAN_SIZE_M)])
+        width = np.concatenate([np.full(n_veh, self.vehicle.width_m), np.full(len(ped), PEDESTRIAN_SIZE_M)])
+        hits = pairwise_overlaps(x, y, yaw, length, width)
+        pairs = [(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(hits)))]
+        if not include_ego:
+            pairs = [(a, b) for a, b in pairs if a != EGO_ROW and b != EGO_ROW]
+        return [(a, b) for a, b in pairs if a < n_veh or b < n_veh]

@@ -1,0 +1,225 @@
+"""Pedestrians: walk the sidewalks, cross at the crosswalks of junction mouths.
+
+Sidewalks run beside the outermost lane of each road (offset to its right), so any
+OpenDRIVE map gets them. At a sidewalk end a pedestrian either turns back or crosses
+the road mouth to the opposite sidewalk: on a red light for the traffic it walks in
+front of (the crosswalk lies between the stop line and the junction), or, without a
+light, when no car is near. A scenario can add a pedestrian who crosses in front of the
+ego at a chosen point of its route.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivestack.schema import ActorKind, ActorState, TrafficLightState
+from sim.lane_arrays import LaneArrays
+from sim.road_map import RoadMap
+from sim.traffic_lights import TrafficLightController
+
+SIDEWALK_OFFSET_M = 1.4  # sidewalk centre beyond the lane's outer edge
+CROSSWALK_FROM_END_M = 2.5  # crosswalk centre, measured back from the junction mouth
+PEDESTRIAN_SIZE_M = 0.6
+WALK_SPEED_RANGE_MPS = (1.1, 1.6)
+MAX_WAIT_S = 40.0
+CLEAR_RADIUS_M = 7.0  # no car this close to a crosswalk when a pedestrian steps onto it
+UNSIGNALLED_CLEAR_RADIUS_M = 25.0
+
+
+class Mode(enum.IntEnum):
+    WALK = 0
+    WAIT = 1
+    CROSS = 2
+    STAND = 3
+
+
+@dataclass(frozen=True)
+class Crosswalk:
+    from_lane: int  # the sidewalk (outer lane) the crossing starts from, at its end
+    to_lane: int  # the opposite sidewalk, entered at its start
+    light_id: int  # light of ``from_lane``'s stop line, -1 if unsignalled
+    p0: tuple[float, float]
+    p1: tuple[float, float]
+
+
+@dataclass
+class _Walker:
+    lane: int
+    s_m: float
+    direction: int  # +1 along the lane, -1 against it
+    speed_mps: float
+    mode: Mode = Mode.WALK
+    wait_s: float = 0.0
+    cross_from: tuple[float, float] = (0.0, 0.0)
+    cross_to: tuple[float, float] = (0.0, 0.0)
+    cross_progress_m: float = 0.0
+    next_lane: int = -1
+    next_s_m: float = 0.0
+    next_direction: int = 1
+    light_id: int = -1
+    scripted: bool = False
+
+
+class PedestrianManager:
+    def __init__(self, road_map: RoadMap, lanes: LaneArrays, rng: np.random.Generator) -> None:
+        self.map = road_map
+        self.lanes = lanes
+        self.rng = rng
+        self.walkers: list[_Walker] = []
+        self.sidewalk_lanes = np.array(
+            [seg.segment_id for seg in road_map.lanes
+             if not seg.in_junction and seg.right_neighbor < 0 and seg.length_m > 10.0], dtype=np.int64)
+        self.crosswalks = self._find_crosswalks(lights=None)
+        self._crosswalk_at_end = {cw.from_lane: cw for cw in self.crosswalks}
+        self._crosswalk_at_start = {cw.to_lane: cw for cw in self.crosswalks}
+        self.xy = np.zeros((0, 2))
+
+    def _sidewalk_point(self, lane: int, s_m: float) -> tuple[float, float]:
+        x, y, yaw, _ = self.lanes.reference(np.array([lane]), np.array([s_m]))
+        offset = self.lanes.width_m[lane] / 2 + SIDEWALK_OFFSET_M
+        return float(x[0] + offset * math.sin(yaw[0])), float(y[0] - offset * math.cos(yaw[0]))
+
+    def _find_crosswalks(self, lights) -> tuple[Crosswalk, ...]:
+        """Pair each outer lane's end with the start of the opposite outer lane of its road."""
+        found = []
+        for a in self.sidewalk_lanes:
+            seg_a = self.map.lanes[a]
+            if not any(self.map.lanes[c].in_junction for c in seg_a.successors):
+                continue
+            end = seg_a.points_xy[-1]
+            best, best_d = -1, 40.0
+            for b in self.sidewalk_lanes:
+                seg_b = self.map.lanes[b]
+                if b == a or seg_b.road_id != seg_a.road_id or seg_b.lane_id * seg_a.lane_id > 0:
+                    continue
+                d = float(np.linalg.norm(seg_b.points_xy[0] - end))
+                if d < best_d:
+                    best, best_d = int(b), d
+            if best < 0:
+                continue
+            light = -1
+            for g in self.map.signals:
+                if any(sl.segment_id == a for sl in g.stop_lines):
+                    light = g.light_id
+            p0 = self._sidewalk_point(int(a), self.lanes.length_m[a] - CROSSWALK_FROM_END_M)
+            p1 = self._sidewalk_point(best, CROSSWALK_FROM_END_M)
+            found.append(Crosswalk(int(a), best, light, p0, p1))
+        return tuple(found)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def spawn(self, count: int) -> None:
+        if count and not len(self.sidewalk_lanes):
+            raise ValueError(f"{self.map.name}: no sidewalk to place pedestrians on")
+        weights = self.lanes.length_m[self.sidewalk_lanes]
+        weights = weights / weights.sum()
+        for _ in range(count):
+            lane = int(self.rng.choice(self.sidewalk_lanes, p=weights))
+            s = float(self.rng.uniform(3.0, self.lanes.length_m[lane] - 3.0))
+            self.walkers.append(_Walker(lane, s, int(self.rng.choice([-1, 1])),
+                                        float(self.rng.uniform(*WALK_SPEED_RANGE_MPS))))
+        self._update_positions()
+
+    def add_crossing(self, from_xy: tuple[float, float], to_xy: tuple[float, float], speed_mps: float) -> int:
+        """A scripted pedestrian who walks straight from ``from_xy`` to ``to_xy`` and stays."""
+        w = _Walker(-1, 0.0, 1, speed_mps, Mode.CROSS, cross_from=from_xy, cross_to=to_xy, scripted=True)
+        self.walkers.append(w)
+        self._update_positions()
+        return len(self.walkers) - 1
+
+    def step(self, dt_s: float, lights: TrafficLightController, vehicles_xy: np.ndarray) -> None:
+        for w in self.walkers:
+            if w.mode == Mode.WALK:
+                self._walk(w, dt_s)
+            elif w.mode == Mode.WAIT:
+                self._wait(w, dt_s, lights, vehicles_xy)
+            elif w.mode == Mode.CROSS:
+                self._cross(w, dt_s)
+        self._update_positions()
+
+    def _walk(self, w: _Walker, dt_s: float) -> None:
+        w.s_m += w.direction * w.speed_mps * dt_s
+        length = self.lanes.length_m[w.lane]
+        at_end = w.direction > 0 and w.s_m >= length - CROSSWALK_FROM_END_M
+        at_start = w.direction < 0 and w.s_m <= CROSSWALK_FROM_END_M
+        if not (at_end or at_start):
+            return
+        w.s_m = min(max(w.s_m, CROSSWALK_FROM_END_M), length - CROSSWALK_FROM_END_M)
+        crosswalk = self._crosswalk_at_end.get(w.lane) if at_end else self._crosswalk_at_start.get(w.lane)
+        if crosswalk is None or self.rng.random() < 0.4:
+            w.direction = -w.direction
+            return
+        if at_end:
+            start, goal, lane, s = crosswalk.p0, crosswalk.p1, crosswalk.to_lane, CROSSWALK_FROM_END_M
+        else:
+            start, goal, lane = crosswalk.p1, crosswalk.p0, crosswalk.from_lane
+            s = self.lanes.length_m[lane] - CROSSWALK_FROM_END_M
+        w.mode, w.wait_s, w.cross_from, w.cross_to = Mode.WAIT, 0.0, start, goal
+        w.next_lane, w.next_s_m, w.light_id = lane, s, crosswalk.light_id
+        w.next_direction = 1 if at_end else -1
+
+    def _wait(self, w: _Walker, dt_s: float, lights: TrafficLightController, vehicles_xy: np.ndarray) -> None:
+        w.wait_s += dt_s
+        if self._may_cross(w, lights, vehicles_xy):
+            w.mode, w.cross_progress_m = Mode.CROSS, 0.0
+        elif w.wait_s > MAX_WAIT_S:
+            w.mode, w.direction = Mode.WALK, -w.direction
+
+    def _may_cross(self, w: _Walker, lights: TrafficLightController, vehicles_xy: np.ndarray) -> bool:
+        mid = np.array([(w.cross_from[0] + w.cross_to[0]) / 2, (w.cross_from[1] + w.cross_to[1]) / 2])
+        d = np.linalg.norm(vehicles_xy - mid, axis=1) if len(vehicles_xy) else np.array([np.inf])
+        if w.light_id < 0:
+            return bool(d.min() > UNSIGNALLED_CLEAR_RADIUS_M)
+        crossing_time_s = math.dist(w.cross_from, w.cross_to) / w.speed_mps + 2.0
+        red = lights.state(w.light_id) == TrafficLightState.RED
+        return red and lights.red_remaining_s(w.light_id) > crossing_time_s and bool(d.min() > CLEAR_RADIUS_M)
+
+    def _cross(self, w: _Walker, dt_s: float) -> None:
+        w.cross_progress_m += w.speed_mps * dt_s
+        if w.cross_progress_m < math.dist(w.cross_from, w.cross_to):
+            return
+        if w.scripted:
+            w.mode = Mode.STAND
+            return
+        w.mode, w.lane, w.s_m, w.direction = Mode.WALK, w.next_lane, w.next_s_m, w.next_direction
+
+    def _update_positions(self) -> None:
+        xy = np.zeros((len(self.walkers), 2))
+        for i, w in enumerate(self.walkers):
+            if w.mode in (Mode.WALK, Mode.WAIT) and not w.scripted:
+                xy[i] = self._sidewalk_point(w.lane, w.s_m) if w.mode == Mode.WALK else w.cross_from
+            else:
+                total = max(math.dist(w.cross_from, w.cross_to), 1e-6)
+                f = min(w.cross_progress_m / total, 1.0)
+                xy[i] = (w.cross_from[0] + f * (w.cross_to[0] - w.cross_from[0]),
+                         w.cross_from[1] + f * (w.cross_to[1] - w.cross_from[1]))
+        self.xy = xy
+
+    # -- views ---------------------------------------------------------------------------
+
+    def on_road_xy(self) -> np.ndarray:
+        """Positions of pedestrians on the carriageway (crossing), which cars must yield to."""
+        idx = [i for i, w in enumerate(self.walkers) if w.mode in (Mode.CROSS, Mode.STAND) and
+               (w.mode == Mode.CROSS or w.scripted)]
+        return self.xy[idx] if idx else np.zeros((0, 2))
+
+    def actor_states(self, first_id: int) -> list[ActorState]:
+        states = []
+        for i, w in enumerate(self.walkers):
+            if w.mode == Mode.CROSS:
+                yaw = math.atan2(w.cross_to[1] - w.cross_from[1], w.cross_to[0] - w.cross_from[0])
+                speed = w.speed_mps
+            elif w.mode == Mode.WALK:
+                yaw = float(self.lanes.reference(np.array([w.lane]), np.array([w.s_m]))[2][0])
+                yaw = yaw if w.direction > 0 else yaw + math.pi
+                speed = w.speed_mps
+            else:
+                yaw, speed = 0.0, 0.0
+            states.append(ActorState(first_id + i, ActorKind.PEDESTRIAN, float(self.xy[i, 0]), float(self.xy[i, 1]),
+                                     math.atan2(math.sin(yaw), math.cos(yaw)), speed,
+                                     PEDESTRIAN_SIZE_M, PEDESTRIAN_SIZE_M, 1.8))
+        return states

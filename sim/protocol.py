@@ -1,0 +1,32 @@
+"""The contract every simulator backend (built-in, CARLA) implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from drivestack.schema import Observation, Route, VehicleControl
+from sim.road_map import RoadMap
+from sim.scenario import Scenario
+
+
+class SimulatorError(RuntimeError):
+    """The simulator failed or stopped answering; the episode cannot go on."""
+
+
+class Simulator(Protocol):
+    dt_s: float
+
+    def reset(self, scenario: Scenario) -> Observation:
+        """Load the scenario's town, plan its route, spawn everything; the first observation."""
+
+    def step(self, control: VehicleControl) -> Observation:
+        """Apply ``control`` to the ego for one fixed step of ``dt_s`` seconds."""
+
+    def close(self) -> None:
+        """Release everything the backend holds."""
+
+    @property
+    def road_map(self) -> RoadMap: ...
+
+    @property
+    def route(self) -> Route: ...

@@ -1,0 +1,150 @@
+"""Scenarios and routes as data: YAML files, validated on load.
+
+A scenario names a town (a shipped town or a path to any ``.xodr``), the route (start
+pose and goal, via waypoints, or a seeded random route of a given length), traffic
+counts, weather and seed. ``sim/scenarios/*.yaml`` are the shipped ones; those with
+``benchmark: true`` form the benchmark suite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivestack.config import ConfigError, read_yaml
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+WEATHER_PRESETS = ("clear_noon", "overcast", "sunset", "night", "rain", "fog")
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PedestrianCrossing:
+    """A pedestrian steps onto the road ``route_distance_m`` along the ego's route
+    when the ego is ``trigger_distance_m`` before that point, and crosses it."""
+
+    route_distance_m: float
+    trigger_distance_m: float = 25.0
+    speed_mps: float = 1.4
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    town: str
+    start: tuple[float, float, float] | None = None  # x_m, y_m, yaw_rad
+    goal: tuple[float, float] | None = None
+    waypoints: tuple[tuple[float, float], ...] = ()
+    route_length_m: float | None = None  # random route when no start/goal is given
+    npc_vehicles: int = 0
+    pedestrians: int = 0
+    weather: str = "clear_noon"
+    seed: int = 0
+    split: str = "train"
+    benchmark: bool = False
+    pedestrian_crossings: tuple[PedestrianCrossing, ...] = ()
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.start is None and self.route_length_m is None:
+            raise ScenarioError(f"scenario {self.name}: give start and goal, or route_length_m for a random route")
+        if self.start is not None and self.goal is None:
+            raise ScenarioError(f"scenario {self.name}: start given without goal")
+        if self.npc_vehicles < 0 or self.pedestrians < 0:
+            raise ScenarioError(f"scenario {self.name}: traffic counts must be >= 0")
+        if self.weather not in WEATHER_PRESETS:
+            raise ScenarioError(f"scenario {self.name}: unknown weather {self.weather!r} "
+                                f"(one of {', '.join(WEATHER_PRESETS)})")
+        if self.split not in ("train", "test"):
+            raise ScenarioError(f"scenario {self.name}: split must be 'train' or 'test'")
+
+    def with_seed(self, seed: int) -> Scenario:
+        return _replace(self, seed=seed)
+
+
+def _replace(scenario: Scenario, **changes: Any) -> Scenario:
+    from dataclasses import replace
+    return replace(scenario, **changes)
+
+
+def _floats(value: Any, n: int, what: str, source: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise ScenarioError(f"{source}: {what} must be a list of {n} numbers")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ScenarioError(f"{source}: {what} has a non-finite or non-numeric value {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+_KEYS = {"name", "town", "start", "goal", "waypoints", "route_length_m", "npc_vehicles", "pedestrians",
+         "weather", "seed", "split", "benchmark", "pedestrian_crossings", "description"}
+
+
+def scenario_from_dict(data: Any, source: str) -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a scenario file must be a mapping")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ScenarioError(f"{source}: unknown key(s) {', '.join(unknown)}")
+    if "town" not in data:
+        raise ScenarioError(f"{source}: missing key 'town'")
+    start = data.get("start")
+    crossings = []
+    for c in data.get("pedestrian_crossings") or ():
+        if not isinstance(c, dict) or "route_distance_m" not in c:
+            raise ScenarioError(f"{source}: each pedestrian_crossings entry needs route_distance_m")
+        try:
+            crossings.append(PedestrianCrossing(**{k: float(v) for k, v in c.items()}))
+        except TypeError as exc:
+            raise ScenarioError(f"{source}: pedestrian_crossings: {exc}") from None
+    try:
+        return Scenario(
+            name=str(data.get("name", Path(source).stem)),
+            town=str(data["town"]),
+            start=_floats(start, 3, "start [x_m, y_m, yaw_rad]", source) if start is not None else None,
+            goal=_floats(data["goal"], 2, "goal [x_m, y_m]", source) if data.get("goal") is not None else None,
+            waypoints=tuple(_floats(w, 2, "waypoint", source) for w in data.get("waypoints") or ()),
+            route_length_m=float(data["route_length_m"]) if data.get("route_length_m") is not None else None,
+            npc_vehicles=int(data.get("npc_vehicles", 0)),
+            pedestrians=int(data.get("pedestrians", 0)),
+            weather=str(data.get("weather", "clear_noon")),
+            seed=int(data.get("seed", 0)),
+            split=str(data.get("split", "train")),
+            benchmark=bool(data.get("benchmark", False)),
+            pedestrian_crossings=tuple(crossings),
+            description=str(data.get("description", "")),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ScenarioError):
+            raise
+        raise ScenarioError(f"{source}: {exc}") from None
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A shipped scenario by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+            raise ScenarioError(f"unknown scenario {name_or_path!r} (known: {known})")
+    try:
+        return scenario_from_dict(read_yaml(path), str(path))
+    except ConfigError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def shipped_scenarios() -> list[Scenario]:
+    return [load_scenario(str(p)) for p in sorted(SCENARIO_DIR.glob("*.yaml"))]
+
+
+def benchmark_suite() -> list[Scenario]:
+    return [s for s in shipped_scenarios() if s.benchmark]
