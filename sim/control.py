@@ -1,7 +1,7 @@
 """Controllers shared by the expert driver and NPC traffic (plain numpy, vectorised).
 
-- Stanley lateral control at the front axle (Thrun et al. 2006) with a curvature
-  feed-forward term, so a car tracks a lane centre through turns without cutting;
+- Stanley lateral control at the front axle (Thrun et al. 2006), which tracks a lane
+  centre through turns without cutting;
 - IDM acceleration (Treiber, Hennecke, Helbing 2000) for car following;
 - a PID on speed, and the inverse of the bicycle's pedal model.
 """
@@ -23,15 +23,17 @@ def front_axle_xy(x: np.ndarray, y: np.ndarray, yaw: np.ndarray, vehicle: Vehicl
     return x + front * np.cos(yaw), y + front * np.sin(yaw)
 
 
-def stanley_steer(front_x, front_y, yaw, speed_mps, ref_x, ref_y, ref_yaw, ref_curvature_per_m,
+def stanley_steer(front_x, front_y, yaw, speed_mps, ref_x, ref_y, ref_yaw,
                   vehicle: VehicleParams, gain_per_s: float, soft_speed_mps: float):
     """Normalised steer in [-1, 1] (+ = left) that brings the front axle onto the path.
 
-    ``ref_*`` is the path point nearest to the front axle.
+    ``ref_*`` is the path point nearest to the front axle. The wheels are pointed along
+    the path tangent plus a cross-track correction; on a curve the body then lags the
+    tangent by exactly the steady-state wheel angle, so no curvature feed-forward is
+    added (it would pull the car inside the turn until the correction cancelled it).
     """
     cross_track = -(front_x - ref_x) * np.sin(ref_yaw) + (front_y - ref_y) * np.cos(ref_yaw)
-    delta = np.arctan(vehicle.wheelbase_m * ref_curvature_per_m) + wrap(ref_yaw - yaw) \
-        - np.arctan(gain_per_s * cross_track / (np.abs(speed_mps) + soft_speed_mps))
+    delta = wrap(ref_yaw - yaw) - np.arctan(gain_per_s * cross_track / (np.abs(speed_mps) + soft_speed_mps))
     return np.clip(delta / vehicle.max_steer_angle_rad, -1.0, 1.0)
 
 

@@ -159,7 +159,7 @@ class ExpertDriver:
         f = float(np.clip(((fx - self.xy[i, 0]) * d[0] + (fy - self.xy[i, 1]) * d[1]) / max(d @ d, 1e-9), 0, 1))
         ref = self.xy[i] + f * d
         ref_yaw = self.yaw[i] + f * (self.yaw[j] - self.yaw[i])
-        return float(stanley_steer(fx, fy, yaw, speed, ref[0], ref[1], ref_yaw, self.curvature[i], self.vehicle,
+        return float(stanley_steer(fx, fy, yaw, speed, ref[0], ref[1], ref_yaw, self.vehicle,
                                    self.p.stanley_gain_per_s, self.p.stanley_soft_speed_mps))
 
     def _target_speed(self, obs: Observation, s_ego: float) -> tuple[float, float, str]:

@@ -174,21 +174,18 @@ class RoadMap:
         # lane heading our way.
         k = min(48, len(self._pt_segment))
         dists, idx = self._kdtree.query((x_m, y_m), k=k, distance_upper_bound=max_distance_m)
-        best = None
-        for d, i in zip(np.atleast_1d(dists), np.atleast_1d(idx)):
-            if not np.isfinite(d):
-                break
-            seg = self.lanes[self._pt_segment[i]]
-            j = self._pt_index[i]
-            cost = d
-            if yaw_rad is not None:
-                # A lane pointing the other way is never "the lane we are in".
-                cost += 10.0 * (1.0 - math.cos(carla_frames.wrap_angle(yaw_rad - seg.yaw_rad[j])))
-            if best is None or cost < best[0]:
-                best = (cost, seg, j)
-        if best is None:
+        dists, idx = np.atleast_1d(dists), np.atleast_1d(idx)
+        found = np.isfinite(dists)
+        if not found.any():
             return None
-        _, seg, j = best
+        dists, idx = dists[found], idx[found]
+        cost = dists
+        if yaw_rad is not None:
+            # A lane pointing the other way is never "the lane we are in".
+            cost = dists + 10.0 * (1.0 - np.cos(yaw_rad - self._pt_yaw[idx]))
+        best = idx[int(np.argmin(cost))]
+        seg = self.lanes[self._pt_segment[best]]
+        j = self._pt_index[best]
         dx, dy = x_m - seg.points_xy[j, 0], y_m - seg.points_xy[j, 1]
         c, s = math.cos(seg.yaw_rad[j]), math.sin(seg.yaw_rad[j])
         along, lateral = dx * c + dy * s, -dx * s + dy * c
@@ -213,6 +210,7 @@ class RoadMap:
         self._all_points = np.concatenate([seg.points_xy for seg in self.lanes])
         self._pt_segment = np.concatenate([np.full(len(seg.points_xy), seg.segment_id) for seg in self.lanes])
         self._pt_index = np.concatenate([np.arange(len(seg.points_xy)) for seg in self.lanes])
+        self._pt_yaw = np.concatenate([seg.yaw_rad for seg in self.lanes])
         self._kdtree = cKDTree(self._all_points)
 
 

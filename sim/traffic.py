@@ -6,7 +6,7 @@ obstacle among: the car ahead on those lanes, anything in a short geometric corr
 (cars merging, the ego changing lanes, pedestrians on the road), the stop line of a
 red light, and the junction entry when a conflicting connector is occupied or the exit
 lane has no room ("don't block the box"). Lateral control is Stanley at the front
-axle with curvature feed-forward, so NPCs stay on their lane centre in turns.
+axle, so NPCs stay on their lane centre in turns.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class TrafficParams:
     exit_clearance_m: float
     corridor_length_m: float
     pedestrian_clearance_m: float
+    crossing_yield_half_width_m: float
     spawn_min_gap_m: float
 
     @classmethod
@@ -93,27 +94,18 @@ class TrafficManager:
     # -- spawning ---------------------------------------------------------------------
 
     def spawn(self, count: int, state: BicycleState, occupied_xy: list[tuple[float, float]]) -> None:
-        """Place ``count`` NPCs at rest on random free lane positions outside junctions."""
-        candidates = np.flatnonzero(~self.lanes.in_junction & (self.lanes.length_m > 20.0))
-        if count and not len(candidates):
-            raise ValueError(f"{self.map.name}: no lane long enough to spawn traffic on")
-        weights = self.lanes.length_m[candidates] / self.lanes.length_m[candidates].sum()
-        placed: list[tuple[int, float]] = []
-        taken = list(occupied_xy)
-        for _ in range(count * 200):
-            if len(placed) == count:
-                break
-            lane = int(self.rng.choice(candidates, p=weights))
-            s = float(self.rng.uniform(5.0, self.lanes.length_m[lane] - 10.0))
-            x, y, _, _ = self.lanes.reference(np.array([lane]), np.array([s]))
-            if all(math.dist((x[0], y[0]), t) > self.p.spawn_min_gap_m for t in taken):
-                placed.append((lane, s))
-                taken.append((float(x[0]), float(y[0])))
-        if len(placed) < count:
-            raise ValueError(f"{self.map.name}: room for only {len(placed)} of {count} NPC vehicles")
+        """Place ``count`` NPCs at rest on random free slots outside junctions.
+
+        Slots lie every ``spawn_min_gap_m`` along each lane, so a dense town fills up
+        like CARLA's spawn points instead of failing a random rejection search.
+        """
+        slots = self._free_slots(occupied_xy)
+        if len(slots) < count:
+            raise ValueError(f"{self.map.name}: room for only {len(slots)} of {count} NPC vehicles")
+        chosen = sorted(self.rng.choice(len(slots), size=count, replace=False).tolist())
         self.n = count
-        self.lane = np.array([p[0] for p in placed], dtype=np.int64)
-        self.s_m = np.array([p[1] for p in placed])
+        self.lane = np.array([slots[i][0] for i in chosen], dtype=np.int64)
+        self.s_m = np.array([slots[i][1] for i in chosen])
         self.next_lane = np.array([self._pick_successor(int(k)) for k in self.lane], dtype=np.int64)
         self.exit_lane = np.array([self._pick_successor(int(k)) for k in self.next_lane], dtype=np.int64)
         self.speed_factor = self.rng.uniform(self.p.speed_factor_min, self.p.speed_factor_max, count)
@@ -123,6 +115,22 @@ class TrafficManager:
         rows = self._rows
         x, y, yaw, _ = self.lanes.reference(self.lane, self.s_m)
         state.x_m[rows], state.y_m[rows], state.yaw_rad[rows] = x, y, yaw
+
+    def _free_slots(self, occupied_xy: list[tuple[float, float]]) -> list[tuple[int, float]]:
+        gap = self.p.spawn_min_gap_m
+        slots = []
+        for lane in np.flatnonzero(~self.lanes.in_junction):
+            length = self.lanes.length_m[lane]
+            for s in np.arange(gap / 2, length - gap / 2, gap):
+                slots.append((int(lane), float(s)))
+        if not slots:
+            return []
+        lanes = np.array([sl[0] for sl in slots])
+        x, y, _, _ = self.lanes.reference(lanes, np.array([sl[1] for sl in slots]))
+        free = np.ones(len(slots), dtype=bool)
+        for ox, oy in occupied_xy:  # keep clear of the ego and its first route stretch
+            free &= np.hypot(x - ox, y - oy) > gap
+        return [sl for sl, ok in zip(slots, free) if ok]
 
     @property
     def _rows(self) -> slice:
@@ -202,8 +210,9 @@ class TrafficManager:
         side = -s[:, None] * dx + c[:, None] * dy
         n_veh = len(state)
         is_ped = np.arange(len(ox)) >= n_veh
-        half_w = self.vehicle.width_m / 2
-        lateral_limit = np.where(is_ped, half_w + self.p.pedestrian_clearance_m, self.vehicle.width_m + 0.2)[None, :]
+        # A pedestrian on the carriageway is crossing it: wait until the whole road is
+        # clear, not just our lane, or the car rolls into their path as they reach it.
+        lateral_limit = np.where(is_ped, self.p.crossing_yield_half_width_m, self.vehicle.width_m + 0.2)[None, :]
         # Only cars heading roughly our way: oncoming cars on a curve are not obstacles.
         other_yaw = np.concatenate([state.yaw_rad, np.zeros(len(pedestrians_xy))])
         same_way = is_ped[None, :] | (np.cos(other_yaw[None, :] - yaw[:, None]) > 0.3)
@@ -286,10 +295,16 @@ class TrafficManager:
 
     def _stanley(self, state: BicycleState) -> np.ndarray:
         rows = self._rows
-        fx, fy = front_axle_xy(state.x_m[rows], state.y_m[rows], state.yaw_rad[rows], self.vehicle)
-        front = self.vehicle.wheelbase_m - self.vehicle.rear_axle_to_center_m
-        rx, ry, ryaw, kappa = self.lanes.reference(*self._lane_at(self.s_m + front))
-        return stanley_steer(fx, fy, state.yaw_rad[rows], state.speed_mps[rows], rx, ry, ryaw, kappa,
+        yaw = state.yaw_rad[rows]
+        fx, fy = front_axle_xy(state.x_m[rows], state.y_m[rows], yaw, self.vehicle)
+        # Project the front axle itself onto the plan (two Newton steps from the centre's
+        # arc length): on a curve it is not simply one axle distance further along.
+        s_front = self.s_m + (self.vehicle.wheelbase_m - self.vehicle.rear_axle_to_center_m)
+        for _ in range(2):
+            rx, ry, ryaw, _ = self.lanes.reference(*self._lane_at(s_front))
+            s_front = s_front + (fx - rx) * np.cos(ryaw) + (fy - ry) * np.sin(ryaw)
+        rx, ry, ryaw, _ = self.lanes.reference(*self._lane_at(s_front))
+        return stanley_steer(fx, fy, yaw, state.speed_mps[rows], rx, ry, ryaw,
                              self.vehicle, self.p.stanley_gain_per_s, self.p.stanley_soft_speed_mps)
 
     def _lane_at(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,17 +340,16 @@ class TrafficManager:
         self.exit_lane[i] = self._pick_successor(int(self.next_lane[i]))
 
     def _respawn(self, i: int, state: BicycleState, occupied: list[tuple[float, float]]) -> None:
-        candidates = np.flatnonzero(~self.lanes.in_junction & (self.lanes.length_m > 20.0))
+        """A vehicle at a dead end (maps that have them) reappears on a free slot."""
+        slots = self._free_slots(occupied)
+        if not slots:
+            return  # nowhere to go: it waits at the dead end
+        lane, s = slots[int(self.rng.integers(len(slots)))]
         row = self.first_row + i
-        for _ in range(200):
-            lane = int(self.rng.choice(candidates))
-            s = float(self.rng.uniform(5.0, self.lanes.length_m[lane] - 10.0))
-            x, y, yaw, _ = self.lanes.reference(np.array([lane]), np.array([s]))
-            if all(math.dist((x[0], y[0]), t) > self.p.spawn_min_gap_m for t in occupied):
-                break
         self.lane[i], self.s_m[i] = lane, s
         self.next_lane[i] = self._pick_successor(lane)
         self.exit_lane[i] = self._pick_successor(int(self.next_lane[i]))
         self.granted[i] = False
+        x, y, yaw, _ = self.lanes.reference(np.array([lane]), np.array([s]))
         state.x_m[row], state.y_m[row], state.yaw_rad[row] = x[0], y[0], yaw[0]
         state.speed_mps[row] = state.steer_angle_rad[row] = 0.0

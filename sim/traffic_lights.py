@@ -39,6 +39,8 @@ class TrafficLightController:
         self._light_of_segment = {sl.segment_id: g.light_id for g in road_map.signals for sl in g.stop_lines}
         self._junction_of_light = {g.light_id: g.junction_id for g in road_map.signals}
         self.time_s = 0.0
+        self._snapshot_key: bytes | None = None
+        self._snapshot: tuple[TrafficLight, ...] = ()
         self.update(0.0)
 
     def update(self, time_s: float) -> None:
@@ -75,7 +77,12 @@ class TrafficLightController:
         return self._light_of_segment.get(segment_id, -1)
 
     def snapshot(self) -> tuple[TrafficLight, ...]:
-        return tuple(
-            TrafficLight(g.light_id, g.x_m, g.y_m, self.state(g.light_id), g.junction_id,
-                         tuple((sl.p0, sl.p1) for sl in g.stop_lines))
-            for g in self.road_map.signals)
+        # Rebuilt only when a lamp changed: the observation asks for it every step.
+        key = self._light_state.tobytes()
+        if key != self._snapshot_key:
+            self._snapshot_key = key
+            self._snapshot = tuple(
+                TrafficLight(g.light_id, g.x_m, g.y_m, self.state(g.light_id), g.junction_id,
+                             tuple((sl.p0, sl.p1) for sl in g.stop_lines))
+                for g in self.road_map.signals)
+        return self._snapshot
