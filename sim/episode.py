@@ -25,6 +25,8 @@ from sim.scenario import Scenario
 log = logging.getLogger(__name__)
 
 REFERENCE_SPEED_RADIUS_M = 50.0
+REFERENCE_FOLLOWING_GAP_M = 10.0
+REFERENCE_FOLLOWING_TIME_S = 1.5
 
 
 
@@ -54,21 +56,33 @@ def trajectory_digest(trajectory: np.ndarray) -> str:
 
 
 def _reference_speed(obs: Observation) -> float | None:
-    """Mean speed of the traffic the ego should keep up with, for the min-speed test.
+    """Speed of the traffic the ego should keep up with, for the min-speed test.
 
     The leaderboard averages its "background" vehicles, which it keeps in the ego's
-    flow. Here that flow is the NPCs up to 50 m ahead on the ego's own lane: a slow
-    agent falls behind them, while an ego first in line at its red light, or cars
-    rolling up behind it, say nothing about its pace. No such NPC: the step is skipped.
+    flow. Here that flow is the car ahead of the ego on its own lane, sampled only while
+    it is between a following distance (10 m + 1.5 s of the ego's speed) and 50 m
+    ahead: closer, the ego is bound to it and merely follows with a reaction lag (a
+    queue starting at green would count as "slow"); farther or absent, it says nothing
+    about the ego's pace, and the step is skipped. A slow agent lets its leader pull
+    away into that window and is flagged.
     """
     ego, lane = obs.ego, obs.ego_lane_segment_id
     if lane < 0:
         return None
     cos_yaw, sin_yaw = math.cos(ego.yaw_rad), math.sin(ego.yaw_rad)
-    speeds = [a.speed_mps for a in obs.actors if a.kind == ActorKind.VEHICLE and a.lane_segment_id == lane
-              and (a.x_m - ego.x_m) * cos_yaw + (a.y_m - ego.y_m) * sin_yaw > 0.0
-              and math.hypot(a.x_m - ego.x_m, a.y_m - ego.y_m) < REFERENCE_SPEED_RADIUS_M]
-    return float(np.mean(speeds)) if speeds else None
+    leader, leader_distance = None, REFERENCE_SPEED_RADIUS_M
+    for a in obs.actors:
+        if a.kind != ActorKind.VEHICLE or a.lane_segment_id != lane:
+            continue
+        distance = math.hypot(a.x_m - ego.x_m, a.y_m - ego.y_m)
+        if (a.x_m - ego.x_m) * cos_yaw + (a.y_m - ego.y_m) * sin_yaw > 0.0 and distance < leader_distance:
+            leader, leader_distance = a, distance
+    if leader is None:
+        return None
+    gap = leader_distance - (leader.length_m + ego.length_m) / 2
+    if gap < REFERENCE_FOLLOWING_GAP_M + REFERENCE_FOLLOWING_TIME_S * ego.speed_mps:
+        return None
+    return leader.speed_mps
 
 
 def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
