@@ -136,14 +136,15 @@ def routes() -> None:
     except _user_errors() as exc:
         _fail(str(exc))
     table = Table(title="Scenarios (sim/scenarios)")
-    for column in ("name", "town", "split", "benchmark", "route", "NPCs", "pedestrians", "weather", "seed"):
+    table.add_column("name", no_wrap=True)
+    for column in ("town", "split", "bench", "route", "NPCs", "peds", "weather", "seed"):
         table.add_column(column)
     for s in scenarios:
         route = f"random {s.route_length_m:.0f} m" if s.start is None else \
-            f"({s.start[0]:.0f}, {s.start[1]:.0f}) -> ({s.goal[0]:.0f}, {s.goal[1]:.0f})"
+            f"({s.start[0]:.0f},{s.start[1]:.0f})->({s.goal[0]:.0f},{s.goal[1]:.0f})"
         table.add_row(s.name, s.town, s.split, "yes" if s.benchmark else "", route, str(s.npc_vehicles),
                       str(s.pedestrians), s.weather, str(s.seed))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def main() -> None:

@@ -183,6 +183,8 @@ class RoadMap:
         if yaw_rad is not None:
             # A lane pointing the other way is never "the lane we are in".
             cost = dists + 10.0 * (1.0 - np.cos(yaw_rad - self._pt_yaw[idx]))
+        # A lane's first point repeats its predecessor's last: the lane ending there wins.
+        cost = cost + 1e-3 * (self._pt_index[idx] == 0)
         best = idx[int(np.argmin(cost))]
         seg = self.lanes[self._pt_segment[best]]
         j = self._pt_index[best]
@@ -194,7 +196,10 @@ class RoadMap:
 
     def geolocation(self, x_m: float, y_m: float, z_m: float = 0.0) -> tuple[float, float, float]:
         """(latitude_deg, longitude_deg, altitude_m) from the map's geo-reference."""
-        geo = self._carla_map.transform_to_geolocation(carla_frames.xyz_to_location(x_m, y_m, z_m))
+        # carla's geo transform treats its own y as north, although its y points south in
+        # the left-handed frame (its GNSS is mirrored). OpenDRIVE's y is north, so hand it
+        # the map-frame y unchanged: latitude then grows northwards as on Earth.
+        geo = self._carla_map.transform_to_geolocation(carla.Location(x=float(x_m), y=float(y_m), z=float(z_m)))
         return float(geo.latitude), float(geo.longitude), float(geo.altitude)
 
     @property

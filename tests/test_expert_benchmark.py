@@ -1,0 +1,20 @@
+"""The privileged expert drives every benchmark route to the end without an infraction."""
+
+import pytest
+
+from drivestack.schema import EpisodeStatus
+from sim.builtin import BuiltinSimulator
+from sim.episode import run_episode
+from sim.expert import ExpertDriver
+from sim.scenario import benchmark_suite
+
+
+@pytest.mark.parametrize("scenario", benchmark_suite(), ids=lambda s: s.name)
+def test_expert_completes_benchmark_route_without_infraction(scenario):
+    run = run_episode(BuiltinSimulator(), scenario,
+                      lambda road_map, route, sim: ExpertDriver(road_map, route, sim.vehicle, sim.dt_s))
+    result = run.result
+    assert result.status == EpisodeStatus.COMPLETED
+    assert result.route_completion_pct == 100.0
+    assert result.infractions == (), [f"{e.kind.value}: {e.detail}" for e in result.infractions]
+    assert result.driving_score == 100.0
