@@ -125,7 +125,8 @@ class PedestrianManager:
         self._update_positions()
 
     def add_crossing(self, from_xy: tuple[float, float], to_xy: tuple[float, float], speed_mps: float) -> int:
-        """A scripted pedestrian who walks straight from ``from_xy`` to ``to_xy`` and stays."""
+        """A scripted pedestrian who walks straight from ``from_xy`` to ``to_xy`` and then
+        stands there, off the carriageway."""
         w = _Walker(-1, 0.0, 1, speed_mps, Mode.CROSS, cross_from=from_xy, cross_to=to_xy, scripted=True)
         self.walkers.append(w)
         self._update_positions()
@@ -203,8 +204,7 @@ class PedestrianManager:
 
     def on_road_xy(self) -> np.ndarray:
         """Positions of pedestrians on the carriageway (crossing), which cars must yield to."""
-        idx = [i for i, w in enumerate(self.walkers) if w.mode in (Mode.CROSS, Mode.STAND) and
-               (w.mode == Mode.CROSS or w.scripted)]
+        idx = [i for i, w in enumerate(self.walkers) if w.mode == Mode.CROSS]
         return self.xy[idx] if idx else np.zeros((0, 2))
 
     def actor_states(self, first_id: int) -> list[ActorState]:
