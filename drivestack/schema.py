@@ -149,8 +149,8 @@ class TrafficLight:
 
 @dataclass(frozen=True)
 class Observation:
-    """What a simulator step returns. Issue-2 scope: the privileged world state
-    (sensors join it later); learned and modular agents must not read ``actors``."""
+    """What a simulator step returns: for now the privileged world state (sensor data
+    joins it with the rendering milestone). Only the expert may read ``actors``."""
 
     stamp_ns: int
     ego: EgoState

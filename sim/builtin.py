@@ -19,7 +19,7 @@ from sim.geometry import pairwise_overlaps
 from sim.lane_arrays import LaneArrays
 from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager
 from sim.protocol import SimulatorError
-from sim.road_map import RoadMap
+from sim.road_map import MapError, RoadMap
 from sim.route_planner import RoutePlanner
 from sim.scenario import PedestrianCrossing, Scenario
 from sim.traffic import EgoLaneInfo, TrafficManager, TrafficParams
@@ -42,7 +42,6 @@ def load_town(town: str) -> tuple[RoadMap, LaneArrays]:
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
-        from sim.road_map import MapError
         raise MapError(f"{path}: no such map file") from None
     return _load_map(str(path.resolve()), mtime)
 

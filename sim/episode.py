@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,8 +89,6 @@ def _reference_speed(obs: Observation) -> float | None:
 def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
                 on_step: Callable[[float], None] | None = None) -> EpisodeRun:
     """Drive ``scenario`` until the referee ends it; ``on_step(completion_pct)`` per step."""
-    import time
-
     obs = sim.reset(scenario)
     road_map, route = sim.road_map, sim.route
     agent = make_agent(road_map, route, sim)

@@ -73,17 +73,18 @@ class PedestrianManager:
         self.sidewalk_lanes = np.array(
             [seg.segment_id for seg in road_map.lanes
              if not seg.in_junction and seg.right_neighbor < 0 and seg.length_m > 10.0], dtype=np.int64)
-        self.crosswalks = self._find_crosswalks(lights=None)
+        self.crosswalks = self._find_crosswalks()
         self._crosswalk_at_end = {cw.from_lane: cw for cw in self.crosswalks}
         self._crosswalk_at_start = {cw.to_lane: cw for cw in self.crosswalks}
         self.xy = np.zeros((0, 2))
+        self.yaw_rad = np.zeros(0)
 
     def _sidewalk_point(self, lane: int, s_m: float) -> tuple[float, float]:
         x, y, yaw, _ = self.lanes.reference(np.array([lane]), np.array([s_m]))
         offset = self.lanes.width_m[lane] / 2 + SIDEWALK_OFFSET_M
         return float(x[0] + offset * math.sin(yaw[0])), float(y[0] - offset * math.cos(yaw[0]))
 
-    def _find_crosswalks(self, lights) -> tuple[Crosswalk, ...]:
+    def _find_crosswalks(self) -> tuple[Crosswalk, ...]:
         """Pair each outer lane's end with the start of the opposite outer lane of its road."""
         found = []
         for a in self.sidewalk_lanes:
@@ -189,16 +190,31 @@ class PedestrianManager:
         w.mode, w.lane, w.s_m, w.direction = Mode.WALK, w.next_lane, w.next_s_m, w.next_direction
 
     def _update_positions(self) -> None:
-        xy = np.zeros((len(self.walkers), 2))
+        """Positions and headings of all pedestrians; sidewalk walkers in one lane lookup."""
+        n = len(self.walkers)
+        xy, yaw = np.zeros((n, 2)), np.zeros(n)
+        walking = [i for i, w in enumerate(self.walkers) if w.mode == Mode.WALK and not w.scripted]
+        if walking:
+            lanes = np.array([self.walkers[i].lane for i in walking])
+            x, y, lane_yaw, _ = self.lanes.reference(lanes, np.array([self.walkers[i].s_m for i in walking]))
+            offset = self.lanes.width_m[lanes] / 2 + SIDEWALK_OFFSET_M
+            xy[walking] = np.column_stack([x + offset * np.sin(lane_yaw), y - offset * np.cos(lane_yaw)])
+            backwards = np.array([self.walkers[i].direction < 0 for i in walking])
+            yaw[walking] = lane_yaw + np.where(backwards, math.pi, 0.0)
+        on_sidewalk = set(walking)
         for i, w in enumerate(self.walkers):
-            if w.mode in (Mode.WALK, Mode.WAIT) and not w.scripted:
-                xy[i] = self._sidewalk_point(w.lane, w.s_m) if w.mode == Mode.WALK else w.cross_from
-            else:
-                total = max(math.dist(w.cross_from, w.cross_to), 1e-6)
-                f = min(w.cross_progress_m / total, 1.0)
-                xy[i] = (w.cross_from[0] + f * (w.cross_to[0] - w.cross_from[0]),
-                         w.cross_from[1] + f * (w.cross_to[1] - w.cross_from[1]))
+            if i in on_sidewalk:
+                continue
+            if w.mode == Mode.WAIT:
+                xy[i] = w.cross_from
+                continue
+            total = max(math.dist(w.cross_from, w.cross_to), 1e-6)
+            f = min(w.cross_progress_m / total, 1.0)
+            xy[i] = (w.cross_from[0] + f * (w.cross_to[0] - w.cross_from[0]),
+                     w.cross_from[1] + f * (w.cross_to[1] - w.cross_from[1]))
+            yaw[i] = math.atan2(w.cross_to[1] - w.cross_from[1], w.cross_to[0] - w.cross_from[0])
         self.xy = xy
+        self.yaw_rad = np.arctan2(np.sin(yaw), np.cos(yaw))
 
     # -- views ---------------------------------------------------------------------------
 
@@ -208,18 +224,8 @@ class PedestrianManager:
         return self.xy[idx] if idx else np.zeros((0, 2))
 
     def actor_states(self, first_id: int) -> list[ActorState]:
-        states = []
-        for i, w in enumerate(self.walkers):
-            if w.mode == Mode.CROSS:
-                yaw = math.atan2(w.cross_to[1] - w.cross_from[1], w.cross_to[0] - w.cross_from[0])
-                speed = w.speed_mps
-            elif w.mode == Mode.WALK:
-                yaw = float(self.lanes.reference(np.array([w.lane]), np.array([w.s_m]))[2][0])
-                yaw = yaw if w.direction > 0 else yaw + math.pi
-                speed = w.speed_mps
-            else:
-                yaw, speed = 0.0, 0.0
-            states.append(ActorState(first_id + i, ActorKind.PEDESTRIAN, float(self.xy[i, 0]), float(self.xy[i, 1]),
-                                     math.atan2(math.sin(yaw), math.cos(yaw)), speed,
-                                     PEDESTRIAN_SIZE_M, PEDESTRIAN_SIZE_M, 1.8))
-        return states
+        xs, ys, yaws = self.xy[:, 0].tolist(), self.xy[:, 1].tolist(), self.yaw_rad.tolist()
+        return [ActorState(first_id + i, ActorKind.PEDESTRIAN, xs[i], ys[i], yaws[i],
+                           w.speed_mps if w.mode in (Mode.WALK, Mode.CROSS) else 0.0,
+                           PEDESTRIAN_SIZE_M, PEDESTRIAN_SIZE_M, 1.8)
+                for i, w in enumerate(self.walkers)]

@@ -9,7 +9,7 @@ counts, weather and seed. ``sim/scenarios/*.yaml`` are the shipped ones; those w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Scenario:
     benchmark: bool = False
     pedestrian_crossings: tuple[PedestrianCrossing, ...] = ()
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.start is None and self.route_length_m is None:
@@ -65,12 +64,7 @@ class Scenario:
             raise ScenarioError(f"scenario {self.name}: split must be 'train' or 'test'")
 
     def with_seed(self, seed: int) -> Scenario:
-        return _replace(self, seed=seed)
-
-
-def _replace(scenario: Scenario, **changes: Any) -> Scenario:
-    from dataclasses import replace
-    return replace(scenario, **changes)
+        return replace(self, seed=seed)
 
 
 def _floats(value: Any, n: int, what: str, source: str) -> tuple[float, ...]:

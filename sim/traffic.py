@@ -190,11 +190,11 @@ class TrafficManager:
         d[np.arange(self.n), np.arange(self.n) + 1] = np.inf
         nearest = np.argmin(d, axis=1)
         gap = d[np.arange(self.n), nearest] - self.vehicle.length_m
-        # Dead ends: stop at the end of the lane (the NPC is respawned once there).
-        dead_end = self.next_lane < 0
-        gap = np.where(dead_end, np.minimum(gap, length_here - self.s_m - self.vehicle.length_m / 2), gap)
         lead_v = np.where(np.isfinite(gap), all_v[nearest], 0.0)
-        return gap, np.where(dead_end & (gap < 1e3), np.minimum(lead_v, 0.0), lead_v)
+        # Dead ends (foreign maps): stop at the end of the lane; the NPC respawns there.
+        end_gap = length_here - self.s_m - self.vehicle.length_m / 2
+        at_end = (self.next_lane < 0) & (end_gap < gap)
+        return np.where(at_end, end_gap, gap), np.where(at_end, 0.0, lead_v)
 
     def _corridor_obstacles(self, state: BicycleState, pedestrians_xy: np.ndarray
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -221,9 +221,8 @@ class TrafficManager:
         hit[np.arange(self.n), np.arange(self.n) + self.first_row] = False
         extent = np.where(is_ped, 0.3 + self.p.pedestrian_clearance_m, self.vehicle.length_m / 2)[None, :]
         gap = np.where(hit, ahead - self.vehicle.length_m / 2 - extent, np.inf)
-        nearest = np.argmin(gap, axis=1)
-        speeds = np.concatenate([state.speed_mps, np.zeros(len(pedestrians_xy))])
-        return gap[np.arange(self.n), nearest], np.where(is_ped[nearest], 0.0, speeds[nearest] * 0.0)
+        # Whatever is in the box may be crossing our path: treat it as standing.
+        return gap.min(axis=1), np.zeros(self.n)
 
     def _junction_stops(self, state: BicycleState, ego: EgoLaneInfo, lights: TrafficLightController
                         ) -> np.ndarray:
