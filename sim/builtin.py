@@ -38,7 +38,12 @@ def _load_map(path: str, mtime_ns: int) -> tuple[RoadMap, LaneArrays]:
 
 def load_town(town: str) -> tuple[RoadMap, LaneArrays]:
     """A shipped town by name or any ``.xodr`` by path; parsed once per process."""
-    path = Path(town) if town.endswith(".xodr") else towns.town_path(town)
+    if town.endswith(".xodr"):
+        path = Path(town)
+    elif town in towns.TOWNS:
+        path = towns.town_path(town)
+    else:
+        raise MapError(f"unknown town {town!r} (known: {', '.join(towns.TOWNS)}; or give a path to a .xodr file)")
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:

@@ -53,6 +53,8 @@ def test_routes_lists_the_benchmark():
     (["--town", "{far}"], "no drivable lane within 10 m of goal"),
     (["--scenario", "{nan}"], "non-finite"),
     (["--suite", "everything"], "unknown suite 'everything'"),
+    (["--town", "atlantis"], "unknown town 'atlantis'"),
+    (["--town", "{missing}"], "no such map file"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     bad = tmp_path / "bad.xodr"
@@ -61,7 +63,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     far.write_text("town: grid_town\nstart: [-98.25, 50.0, 1.5708]\ngoal: [5000.0, 5000.0]\n")
     nan = tmp_path / "nan.yaml"
     nan.write_text("town: grid_town\nstart: [.nan, 50.0, 1.5708]\ngoal: [0.0, 0.0]\n")
-    args = [a.format(bad=bad, far=far, nan=nan) for a in args]
+    args = [a.format(bad=bad, far=far, nan=nan, missing=tmp_path / 'missing.xodr') for a in args]
     if args[0] == "--town" and args[1] == str(far):
         args = ["--scenario", str(far)]
     proc = drivestack("drive", *args, "--out", str(tmp_path / "o"), "--no-png")
