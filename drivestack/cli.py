@@ -100,13 +100,13 @@ def drive(
         sim = BuiltinSimulator()
         results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("route {task.fields[rc]:5.1f} %"), TimeElapsedColumn(),
+                      TextColumn("{task.fields[rc]}"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            overall = progress.add_task("episodes", total=len(runs_todo), rc=0.0)
+            overall = progress.add_task("episodes", total=len(runs_todo), rc="")
             for sc, k in runs_todo:
-                task = progress.add_task(f"{sc.name} seed {sc.seed}", total=100, rc=0.0)
-                run = run_episode(sim, sc, _make_agent(agent),
-                                  on_step=lambda pct, t=task: progress.update(t, completed=pct, rc=pct))
+                task = progress.add_task(f"{sc.name} seed {sc.seed}", total=100, rc="route   0.0 %")
+                run = run_episode(sim, sc, _make_agent(agent), on_step=lambda pct, t=task: progress.update(
+                    t, completed=pct, rc=f"route {pct:5.1f} %"))
                 progress.update(task, completed=100)
                 progress.update(overall, advance=1)
                 results.append(run.result)

@@ -431,6 +431,48 @@ def _stop_line_for(seg: LaneSegment) -> StopLine:
     return StopLine(seg.segment_id, s, (x + nx, y + ny), (x - nx, y - ny))
 
 
+def _signal_groups(carla_map: carla.Map, lanes: tuple[LaneSegment, ...], incoming: dict[int, set[int]]
+                   ) -> tuple[list[SignalGroup], dict[int, list[int]]]:
+    """One group per OpenDRIVE traffic light, controlling the approach lanes it faces.
+
+    A signal may sit on the approach road itself (our towns) or be referenced from the
+    junction's connecting roads (CARLA's towns, where carla reports it once per
+    connector): either way it controls the incoming lanes feeding that road that end
+    within 30 m of it. A lane belongs to the first signal that claims it; a second
+    head for the same approach adds nothing.
+    """
+    junction_of = {sid: jid for jid, inc in incoming.items() for sid in inc}
+    feeders: dict[int, set[int]] = {}
+    for seg in lanes:
+        if seg.in_junction:
+            feeders.setdefault(seg.road_id, set()).update(p for p in seg.predecessors if p in junction_of)
+    by_signal: dict[str, tuple[carla.Landmark, list[int]]] = {}
+    for lm in carla_map.get_all_landmarks_of_type(_TRAFFIC_LIGHT_TYPE):
+        x, y, _ = carla_frames.location_to_xyz(lm.transform.location)
+        candidates = feeders.get(lm.road_id, set()) | {
+            sid for sid in junction_of if lanes[sid].road_id == lm.road_id}
+        near = [sid for sid in sorted(candidates) if math.dist(lanes[sid].points_xy[-1], (x, y)) < 30.0]
+        entry = by_signal.setdefault(lm.id, (lm, []))
+        entry[1].extend(sid for sid in near if sid not in entry[1])
+    signals: list[SignalGroup] = []
+    signal_ids_by_junction: dict[int, list[int]] = {jid: [] for jid in incoming}
+    claimed: set[int] = set()
+    for lm, controlled in by_signal.values():
+        controlled = [sid for sid in controlled if sid not in claimed]
+        if not controlled:
+            log.debug("%s: traffic light %s controls no free approach lane; ignored", carla_map.name, lm.id)
+            continue
+        jid = junction_of[controlled[0]]
+        controlled = [sid for sid in controlled if junction_of[sid] == jid]
+        claimed.update(controlled)
+        x, y, _ = carla_frames.location_to_xyz(lm.transform.location)
+        light_id = len(signals)
+        signals.append(SignalGroup(light_id, x, y, carla_frames.yaw_deg_to_rad(lm.transform.rotation.yaw), jid,
+                                   tuple(_stop_line_for(lanes[sid]) for sid in controlled)))
+        signal_ids_by_junction[jid].append(light_id)
+    return signals, signal_ids_by_junction
+
+
 def _build_junctions(carla_map: carla.Map, lanes: tuple[LaneSegment, ...]
                      ) -> tuple[dict[int, Junction], tuple[SignalGroup, ...]]:
     connectors: dict[int, list[int]] = {}
@@ -442,29 +484,7 @@ def _build_junctions(carla_map: carla.Map, lanes: tuple[LaneSegment, ...]
         for c in conns:
             incoming[jid].update(p for p in lanes[c].predecessors if not lanes[p].in_junction)
 
-    signals = []
-    signal_ids_by_junction: dict[int, list[int]] = {jid: [] for jid in connectors}
-    claimed: set[int] = set()
-    for lm in carla_map.get_all_landmarks_of_type(_TRAFFIC_LIGHT_TYPE):
-        x, y, _ = carla_frames.location_to_xyz(lm.transform.location)
-        yaw = carla_frames.yaw_deg_to_rad(lm.transform.rotation.yaw)
-        controlled = []
-        for jid, inc in incoming.items():
-            for sid in inc:
-                seg = lanes[sid]
-                end = seg.points_xy[-1]
-                if seg.road_id == lm.road_id and sid not in claimed and math.dist(end, (x, y)) < 30.0:
-                    controlled.append((jid, sid))
-        if not controlled:
-            log.debug("%s: traffic light %s controls no incoming lane; ignored", carla_map.name, lm.id)
-            continue
-        jid = controlled[0][0]
-        claimed.update(sid for _, sid in controlled)
-        light_id = len(signals)
-        signals.append(SignalGroup(light_id, x, y, yaw, jid,
-                                   tuple(_stop_line_for(lanes[sid]) for j, sid in controlled if j == jid)))
-        signal_ids_by_junction[jid].append(light_id)
-
+    signals, signal_ids_by_junction = _signal_groups(carla_map, lanes, incoming)
     junctions = {}
     for jid, conns in connectors.items():
         pts = np.concatenate([lanes[c].points_xy for c in conns])

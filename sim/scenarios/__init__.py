@@ -1,0 +1,1 @@
+"""Shipped scenario files (YAML) and the script that writes the benchmark routes."""
