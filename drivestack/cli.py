@@ -56,6 +56,10 @@ def _make_agent(name: AgentName):
 def _scenarios(scenario: Optional[str], suite: Optional[str], town: Optional[str], route: Optional[RouteKind],
                route_length_m: float, npc_vehicles: Optional[int], pedestrians: Optional[int]):
     from sim.scenario import Scenario, benchmark_suite, load_scenario
+    if sum(x is not None for x in (scenario, suite, town)) > 1:
+        _fail("give one of --scenario, --suite or --town")
+    if town is None and route is not None:
+        _fail("--route random needs --town")
     if suite is not None:
         if suite != "benchmark":
             _fail(f"unknown suite {suite!r} (known: benchmark)")
@@ -80,7 +84,7 @@ def drive(
     route_length_m: float = typer.Option(500.0, min=20.0, help="Length of a random route in metres."),
     agent: AgentName = typer.Option(AgentName.expert, help="Who drives."),
     episodes: int = typer.Option(1, min=1, help="Episodes per scenario; episode k uses seed S + k."),
-    seed: Optional[int] = typer.Option(None, help="Seed (default: the scenario's own)."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Seed (default: the scenario's own)."),
     npc_vehicles: Optional[int] = typer.Option(None, min=0, help="Override the scenario's NPC vehicle count."),
     pedestrians: Optional[int] = typer.Option(None, min=0, help="Override the scenario's pedestrian count."),
     out: Path = typer.Option(Path("out/drive"), help="Directory for results.json and bird's-eye PNGs."),
@@ -94,6 +98,10 @@ def drive(
     from sim.episode import run_episode
 
     console = Console(stderr=as_json)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot write results to {out}: {exc.strerror or exc}")
     try:
         chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians)
         runs_todo = [(s.with_seed((s.seed if seed is None else seed) + k), k) for s in chosen for k in range(episodes)]
@@ -118,7 +126,6 @@ def drive(
         _fail(str(exc))
     summary = global_score(results)
     payload = results_to_json(results, summary)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")

@@ -13,20 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from drivestack.schema import (ActorKind, ActorState, EgoState, Observation, Route, VehicleControl)
+from drivestack.schema import ActorKind, ActorState, EgoState, Observation, Route, RouteWaypoint, VehicleControl
 from sim import towns
-from sim.geometry import pairwise_overlaps
+from sim.geometry import cumulative_arc_length, pairwise_overlaps, project_onto_polyline
 from sim.lane_arrays import LaneArrays
 from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager
 from sim.protocol import SimulatorError
 from sim.road_map import MapError, RoadMap
-from sim.route_planner import RoutePlanner
-from sim.scenario import PedestrianCrossing, Scenario
+from sim.route_planner import NoRouteError, RoutePlanner
+from sim.scenario import PedestrianCrossing, Scenario, ScenarioError
 from sim.traffic import EgoLaneInfo, TrafficManager, TrafficParams
 from sim.traffic_lights import TrafficLightController
 from sim.vehicle_dynamics import BicycleState, VehicleParams, step as bicycle_step
 
 DEFAULT_DT_S = 0.05
+MIN_ROUTE_LENGTH_M = 5.0
 EGO_ROW = 0
 
 
@@ -63,6 +64,9 @@ def plan_scenario_route(road_map: RoadMap, scenario: Scenario, rng: np.random.Ge
         legs.append(leg)
         last = leg.waypoints[-1]
         pose = (last.x_m, last.y_m, last.yaw_rad)
+    if sum(leg.length_m for leg in legs) < MIN_ROUTE_LENGTH_M:
+        raise NoRouteError(f"scenario {scenario.name}: start and goal are the same place (route under "
+                           f"{MIN_ROUTE_LENGTH_M:.0f} m)")
     if len(legs) == 1:
         return legs[0]
     waypoints = legs[0].waypoints + tuple(wp for leg in legs[1:] for wp in leg.waypoints[1:])
@@ -108,12 +112,16 @@ class BuiltinSimulator:
         self.state.x_m[EGO_ROW], self.state.y_m[EGO_ROW], self.state.yaw_rad[EGO_ROW] = \
             first.x_m, first.y_m, first.yaw_rad
         self.traffic = TrafficManager(self._map, self.lanes, self.traffic_params, self.vehicle, self.rng)
-        self.traffic.spawn(scenario.npc_vehicles, self.state, self._keep_clear_xy())
         self.pedestrians = PedestrianManager(self._map, self.lanes, self.rng)
-        self.pedestrians.spawn(scenario.pedestrians)
+        try:
+            self.traffic.spawn(scenario.npc_vehicles, self.state, self._keep_clear_xy())
+            self.pedestrians.spawn(scenario.pedestrians)
+        except ValueError as exc:  # more traffic than the town holds: the scenario's mistake
+            raise ScenarioError(f"scenario {scenario.name}: {exc}") from None
         self._pending_crossings = sorted(scenario.pedestrian_crossings, key=lambda c: c.route_distance_m)
-        self._route_s = np.concatenate([[0.0], np.cumsum(np.hypot(
-            np.diff([w.x_m for w in self._route.waypoints]), np.diff([w.y_m for w in self._route.waypoints])))])
+        self._route_xy = np.array([(w.x_m, w.y_m) for w in self._route.waypoints])
+        self._route_s = cumulative_arc_length(self._route_xy)
+        self._route_index = 0
         self._ego_lane = EgoLaneInfo()
         self._update_ego_lane()
         return self._observe()
@@ -169,11 +177,6 @@ class BuiltinSimulator:
         on_lane = q is not None and abs(q.lateral_offset_m) < self._map.lanes[q.segment_id].width_m / 2 + 0.5
         self._ego_lane = EgoLaneInfo(q.segment_id, q.s_m) if on_lane else EgoLaneInfo()
 
-    def ego_route_progress_m(self) -> float:
-        d = np.hypot(np.array([w.x_m for w in self._route.waypoints]) - self.state.x_m[EGO_ROW],
-                     np.array([w.y_m for w in self._route.waypoints]) - self.state.y_m[EGO_ROW])
-        return float(self._route_s[int(np.argmin(d))])
-
     def _trigger_crossings(self) -> None:
         if not self._pending_crossings:
             return
@@ -185,15 +188,39 @@ class BuiltinSimulator:
         self._spawn_crossing(crossing)
 
     def _spawn_crossing(self, crossing: PedestrianCrossing) -> None:
-        i = int(np.searchsorted(self._route_s, crossing.route_distance_m))
-        wp = self._route.waypoints[min(i, len(self._route.waypoints) - 1)]
-        lane = self._map.nearest_lane(wp.x_m, wp.y_m, wp.yaw_rad)
-        width = self._map.lanes[lane.segment_id].width_m if lane else 3.5
-        # From the kerb on the right of the ego's lane, across the lane and the next one.
+        i = min(int(np.searchsorted(self._route_s, crossing.route_distance_m)), len(self._route.waypoints) - 1)
+        # Cross a road, not a junction: move on to the first route point outside one.
+        while i < len(self._route.waypoints) - 1 and self._in_junction(self._route.waypoints[i]):
+            i += 1
+        wp = self._route.waypoints[i]
+        # From the kerb on the ego's right, across the whole carriageway to the far kerb.
         nx, ny = -math.sin(wp.yaw_rad), math.cos(wp.yaw_rad)
-        start = (wp.x_m - nx * (width / 2 + 1.5), wp.y_m - ny * (width / 2 + 1.5))
-        goal = (wp.x_m + nx * (width * 1.5 + 1.5), wp.y_m + ny * (width * 1.5 + 1.5))
-        self.pedestrians.add_crossing(start, goal, crossing.speed_mps)
+        start_offset, goal_offset = -self._kerb_offset_m(wp, -1), self._kerb_offset_m(wp, +1)
+        self.pedestrians.add_crossing((wp.x_m + nx * start_offset, wp.y_m + ny * start_offset),
+                                      (wp.x_m + nx * goal_offset, wp.y_m + ny * goal_offset), crossing.speed_mps)
+
+    def _in_junction(self, wp: RouteWaypoint) -> bool:
+        return wp.lane_segment_id >= 0 and self._map.lanes[wp.lane_segment_id].in_junction
+
+    def _kerb_offset_m(self, wp: RouteWaypoint, side: int) -> float:
+        """Distance from a route point, to the left (+1) or right (-1), where no lane is."""
+        nx, ny = -math.sin(wp.yaw_rad) * side, math.cos(wp.yaw_rad) * side
+        offset = 1.0
+        while offset < 40.0:
+            q = self._map.nearest_lane(wp.x_m + nx * offset, wp.y_m + ny * offset, max_distance_m=10.0)
+            if q is None or abs(q.lateral_offset_m) > self._map.lanes[q.segment_id].width_m / 2 + 1.0:
+                return offset
+            offset += 0.5
+        return offset
+
+    def ego_route_progress_m(self) -> float:
+        """Arc length of the ego along its route, tracked forward so loops do not jump."""
+        lo = max(self._route_index - 5, 0)
+        hi = min(self._route_index + 40, len(self._route_xy))
+        s_m, _, segment = project_onto_polyline(self._route_xy[lo:hi], self._route_s[lo:hi] - self._route_s[lo],
+                                                (float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW])))
+        self._route_index = lo + segment
+        return float(self._route_s[lo] + s_m)
 
     # -- observation ---------------------------------------------------------------------
 

@@ -59,12 +59,15 @@ def pedals_for_accel(accel, v, vehicle: VehicleParams, hold_brake: float = 0.3):
 
 @dataclass
 class SpeedPID:
-    """PID on speed error giving an acceleration command (m/s^2), with anti-windup."""
+    """PID on speed error giving an acceleration command (m/s^2), with anti-windup:
+    the integral only collects near the target (conditional integration), so a long
+    acceleration does not wind it up into an overshoot past the speed limit."""
 
     kp_per_s: float = 1.2
     ki_per_s2: float = 0.15
     kd: float = 0.0
     integral_limit_mps: float = 5.0
+    integrate_band_mps: float = 1.0
     _integral: float = field(default=0.0, repr=False)
     _last_error: float | None = field(default=None, repr=False)
 
@@ -72,8 +75,9 @@ class SpeedPID:
         self._integral, self._last_error = 0.0, None
 
     def __call__(self, error_mps: float, dt_s: float) -> float:
-        self._integral = min(max(self._integral + error_mps * dt_s, -self.integral_limit_mps),
-                             self.integral_limit_mps)
+        if abs(error_mps) < self.integrate_band_mps:
+            self._integral = min(max(self._integral + error_mps * dt_s, -self.integral_limit_mps),
+                                 self.integral_limit_mps)
         derivative = 0.0 if self._last_error is None else (error_mps - self._last_error) / dt_s
         self._last_error = error_mps
         return self.kp_per_s * error_mps + self.ki_per_s2 * self._integral + self.kd * derivative

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 from drivestack.config import load_params
 from drivestack.schema import (ActorKind, Observation, Route, TrafficLightState, VehicleControl)
@@ -91,7 +92,7 @@ class ExpertDriver:
         limits = np.array([self.map.lanes[k].speed_limit_mps if k >= 0 else 8.0 for k in self.lane_ids])
         kappa = np.abs(self.curvature)
         # Curvature peaks over +-2 samples so a turn is entered already slow.
-        kappa = np.maximum.reduce([np.roll(kappa, k) for k in range(-2, 3)])
+        kappa = maximum_filter1d(kappa, size=5, mode="nearest")
         v = np.minimum(limits * self.p.speed_limit_fraction,
                        np.sqrt(self.p.comfort_lateral_accel_mps2 / np.maximum(kappa, 1e-6)))
         b = self.p.comfort_decel_mps2
@@ -115,13 +116,15 @@ class ExpertDriver:
                         found.append((float(self.s[run[np.argmin(d)]]), light.light_id))
         return sorted(found)
 
-    def _junction_entries(self) -> list[tuple[float, int]]:
-        """(route arc length where the route enters a junction connector, connector id)."""
+    def _junction_entries(self) -> list[tuple[float, int, int]]:
+        """(route arc length where the route enters a junction connector, connector id,
+        the lane the route leaves the junction on or -1)."""
         entries = []
         for i in range(1, len(self.lane_ids)):
             k = self.lane_ids[i]
             if k >= 0 and self.map.lanes[k].in_junction and self.lane_ids[i - 1] != k:
-                entries.append((float(self.s[i - 1]), int(k)))
+                after = [j for j in self.lane_ids[i:] if j >= 0 and not self.map.lanes[j].in_junction]
+                entries.append((float(self.s[i - 1]), int(k), int(after[0]) if after else -1))
         return entries
 
     # -- driving ---------------------------------------------------------------------
@@ -137,6 +140,8 @@ class ExpertDriver:
             return VehicleControl.clamped(throttle=0.0, steer=float(steer), brake=1.0)
         # The PID tracks the target; the stopping feed-forward removes its lag before a line.
         accel = max(min(self.pid(target - ego.speed_mps, self.dt_s), stop_accel), -self.p.emergency_decel_mps2)
+        if ego.speed_mps > target:
+            accel = min(accel, 0.0)  # never throttle above the target: it is a speed limit
         throttle, brake = pedals_for_accel(np.array(accel), np.array(ego.speed_mps), self.vehicle)
         return VehicleControl.clamped(throttle=float(throttle), steer=float(steer), brake=float(brake))
 
@@ -241,13 +246,27 @@ class ExpertDriver:
 
     def _junction_obstacles(self, obs: Observation, s_ego: float) -> list[_Obstacle]:
         front = s_ego + obs.ego.length_m / 2
-        for s_entry, connector in self.junction_entries:
+        for s_entry, connector, exit_lane in self.junction_entries:
             gap = s_entry - front - 1.0
             if gap < -0.5 or gap > self.p.junction_check_distance_m:
                 continue
-            if self._connector_blocked(obs, connector) and not (gap < 1.0 and obs.ego.speed_mps > 2.0):
+            if gap < 1.0 and obs.ego.speed_mps > 2.0:
+                continue  # committed: stopping now would leave us in the junction
+            if self._connector_blocked(obs, connector):
                 return [_Obstacle(gap, 0.0, 0.0, f"yield at junction (connector {connector})")]
+            if self._exit_blocked(obs, exit_lane):
+                return [_Obstacle(gap, 0.0, 0.0, f"no room after the junction (lane {exit_lane})")]
         return []
+
+    def _exit_blocked(self, obs: Observation, exit_lane: int) -> bool:
+        """A queue reaches back to the junction: entering would stop us inside it."""
+        if exit_lane < 0:
+            return False
+        start = self.map.lanes[exit_lane].points_xy[0]
+        room = obs.ego.length_m + self.p.standstill_gap_vehicle_m
+        return any(a.lane_segment_id == exit_lane and a.speed_mps < self.p.approaching_vehicle_speed_mps
+                   and math.hypot(a.x_m - start[0], a.y_m - start[1]) < room + a.length_m / 2
+                   for a in obs.actors)
 
     def _connector_blocked(self, obs: Observation, connector: int) -> bool:
         conflicts = self.map.connector_conflicts.get(connector, frozenset())

@@ -258,6 +258,8 @@ def _parse_and_validate(name: str, xodr_text: str) -> dict[int, float]:
     roads = root.findall("road")
     if not roads:
         raise MapError(f"{name}: the OpenDRIVE file has no <road> elements")
+    for road in roads:
+        _check_road(name, road)
     speeds: dict[int, float] = {}
     for road in roads:
         speed = road.find("type/speed")
@@ -269,6 +271,26 @@ def _parse_and_validate(name: str, xodr_text: str) -> dict[int, float]:
         except (KeyError, ValueError):
             continue  # "no limit" and non-numeric ids are legal OpenDRIVE: keep the default
     return speeds
+
+
+def _check_road(name: str, road: ET.Element) -> None:
+    """What carla's parser needs to not crash (it segfaults on a road without geometry)."""
+    rid = road.attrib.get("id", "?")
+    geometries = road.findall("planView/geometry")
+    if not geometries:
+        raise MapError(f"{name}: road {rid} has no <planView><geometry>")
+    for geometry in geometries:
+        for key in ("s", "x", "y", "hdg", "length"):
+            try:
+                value = float(geometry.attrib[key])
+            except (KeyError, ValueError):
+                raise MapError(f"{name}: road {rid} has a geometry without a numeric '{key}'") from None
+            if not math.isfinite(value):
+                raise MapError(f"{name}: road {rid} has a geometry with {key}={value}")
+        if len(geometry) != 1:
+            raise MapError(f"{name}: road {rid} has a geometry without exactly one shape (line, arc, ...)")
+    if road.find("lanes/laneSection") is None:
+        raise MapError(f"{name}: road {rid} has no <lanes><laneSection>")
 
 
 @contextlib.contextmanager
@@ -307,7 +329,9 @@ def _sample_segment(entry: carla.Waypoint, exit_: carla.Waypoint) -> list[carla.
     carla evaluates some geometries (spirals in generated junctions, notably) to NaN at
     isolated arc lengths; those samples are dropped, the lane stays continuous.
     """
-    path = [entry] + entry.next_until_lane_end(SAMPLE_SPACING_M) + [exit_]
+    path = [entry] + entry.next_until_lane_end(SAMPLE_SPACING_M)
+    if _lane_key(path[-1]) != _lane_key(exit_) or path[-1].s != exit_.s:
+        path.append(exit_)
     return [wp for wp in path if _finite(wp)]
 
 
@@ -372,6 +396,21 @@ def _build_lane_graph(carla_map: carla.Map, speed_by_road: dict[int, float]) -> 
         if a.lane_type == carla.LaneType.Driving and _lane_key(a) not in seen:
             seen.add(_lane_key(a))
             topology.append((a, b))
+    # The topology leaves out lanes that start at a dead end (a one-way street's only
+    # lane, the outbound lane of a cul-de-sac): find them among the sampled waypoints.
+    # (carla's previous_until_lane_start segfaults on such lanes: take the sample that
+    # comes first in the direction of travel instead; right lanes run with s.)
+    first: dict[tuple[int, int, int], carla.Waypoint] = {}
+    for wp in carla_map.generate_waypoints(2.0):
+        key = _lane_key(wp)
+        if key in seen or wp.lane_type != carla.LaneType.Driving or not _finite(wp):
+            continue
+        earlier = key not in first or (wp.s < first[key].s if wp.lane_id < 0 else wp.s > first[key].s)
+        if earlier:
+            first[key] = wp
+    for key, start in sorted(first.items()):
+        end = (start.next_until_lane_end(SAMPLE_SPACING_M) or [start])[-1]
+        topology.append((start, end))
     if not topology:
         return ()
     speed_limits = _road_speed_limits(carla_map, speed_by_road)

@@ -157,7 +157,7 @@ class RoutePlanner:
         follows a random successor at every branch.
         """
         if not (math.isfinite(length_m) and length_m > 0):
-            raise ValueError(f"length_m={length_m}; it must be > 0")
+            raise NoRouteError(f"route length {length_m} m: it must be a finite number > 0")
         roads = [lane for lane in self._lanes if not lane.in_junction and lane.successors]
         if not roads:
             raise NoRouteError(f"{self.road_map.name}: no lane outside junctions to start a route on")
@@ -192,8 +192,8 @@ class RoutePlanner:
     def _localize_start(self, x_m: float, y_m: float, yaw_rad: float) -> tuple[int, float]:
         """The lane nearest the start that heads its way, weighted like
         ``RoadMap.nearest_lane(x, y, yaw)`` but over every lane in range: that method
-        looks at its 8 nearest points only, which inside junctions can all belong to
-        crossing connectors."""
+        scores a fixed number of nearest points, which in a dense junction could all
+        belong to crossing connectors."""
         near = self._lanes_near(x_m, y_m, MAX_LANE_DISTANCE_M)
         if not near:
             raise NoRouteError(f"no drivable lane within {MAX_LANE_DISTANCE_M:.0f} m of start ({x_m:.1f}, {y_m:.1f})")

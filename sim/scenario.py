@@ -32,6 +32,14 @@ class PedestrianCrossing:
     trigger_distance_m: float = 25.0
     speed_mps: float = 1.4
 
+    def __post_init__(self) -> None:
+        for name in ("route_distance_m", "trigger_distance_m", "speed_mps"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ScenarioError(f"pedestrian crossing {name}={value} must be a finite number >= 0")
+        if self.speed_mps <= 0:
+            raise ScenarioError("pedestrian crossing speed_mps must be > 0")
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -51,10 +59,16 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.start is None and (self.goal is not None or self.waypoints):
+            raise ScenarioError(f"scenario {self.name}: goal or waypoints given without start")
         if self.start is None and self.route_length_m is None:
             raise ScenarioError(f"scenario {self.name}: give start and goal, or route_length_m for a random route")
         if self.start is not None and self.goal is None:
             raise ScenarioError(f"scenario {self.name}: start given without goal")
+        if self.start is not None and self.route_length_m is not None:
+            raise ScenarioError(f"scenario {self.name}: give start and goal, or route_length_m, not both")
+        if self.route_length_m is not None and not (math.isfinite(self.route_length_m) and self.route_length_m > 0):
+            raise ScenarioError(f"scenario {self.name}: route_length_m={self.route_length_m} must be a finite number > 0")
         if self.npc_vehicles < 0 or self.pedestrians < 0:
             raise ScenarioError(f"scenario {self.name}: traffic counts must be >= 0")
         if self.weather not in WEATHER_PRESETS:
@@ -78,6 +92,18 @@ def _floats(value: Any, n: int, what: str, source: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _number(value: Any, what: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScenarioError(f"{source}: {what}={value!r} is not a number")
+    return float(value)
+
+
+def _whole(value: Any, what: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ScenarioError(f"{source}: {what}={value!r} must be a whole number >= 0")
+    return value
+
+
 _KEYS = {"name", "town", "start", "goal", "waypoints", "route_length_m", "npc_vehicles", "pedestrians",
          "weather", "seed", "split", "benchmark", "pedestrian_crossings", "description"}
 
@@ -96,8 +122,8 @@ def scenario_from_dict(data: Any, source: str) -> Scenario:
         if not isinstance(c, dict) or "route_distance_m" not in c:
             raise ScenarioError(f"{source}: each pedestrian_crossings entry needs route_distance_m")
         try:
-            crossings.append(PedestrianCrossing(**{k: float(v) for k, v in c.items()}))
-        except TypeError as exc:
+            crossings.append(PedestrianCrossing(**{k: _number(v, k, "pedestrian crossing") for k, v in c.items()}))
+        except (TypeError, ScenarioError) as exc:
             raise ScenarioError(f"{source}: pedestrian_crossings: {exc}") from None
     try:
         return Scenario(
@@ -106,11 +132,12 @@ def scenario_from_dict(data: Any, source: str) -> Scenario:
             start=_floats(start, 3, "start [x_m, y_m, yaw_rad]", source) if start is not None else None,
             goal=_floats(data["goal"], 2, "goal [x_m, y_m]", source) if data.get("goal") is not None else None,
             waypoints=tuple(_floats(w, 2, "waypoint", source) for w in data.get("waypoints") or ()),
-            route_length_m=float(data["route_length_m"]) if data.get("route_length_m") is not None else None,
-            npc_vehicles=int(data.get("npc_vehicles", 0)),
-            pedestrians=int(data.get("pedestrians", 0)),
+            route_length_m=(_number(data["route_length_m"], "route_length_m", source)
+                            if data.get("route_length_m") is not None else None),
+            npc_vehicles=_whole(data.get("npc_vehicles", 0), "npc_vehicles", source),
+            pedestrians=_whole(data.get("pedestrians", 0), "pedestrians", source),
             weather=str(data.get("weather", "clear_noon")),
-            seed=int(data.get("seed", 0)),
+            seed=_whole(data.get("seed", 0), "seed", source),
             split=str(data.get("split", "train")),
             benchmark=bool(data.get("benchmark", False)),
             pedestrian_crossings=tuple(crossings),
@@ -131,9 +158,13 @@ def load_scenario(name_or_path: str) -> Scenario:
             known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
             raise ScenarioError(f"unknown scenario {name_or_path!r} (known: {known})")
     try:
-        return scenario_from_dict(read_yaml(path), str(path))
+        scenario = scenario_from_dict(read_yaml(path), str(path))
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
+    town = Path(scenario.town)
+    if town.suffix == ".xodr" and not town.is_absolute() and (path.parent / town).exists():
+        scenario = replace(scenario, town=str(path.parent / town))  # relative to the file
+    return scenario
 
 
 def shipped_scenarios() -> list[Scenario]:

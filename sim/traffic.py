@@ -87,6 +87,10 @@ class TrafficManager:
         self._incoming_to_junction = np.array(
             [not seg.in_junction and any(road_map.lanes[c].in_junction for c in seg.successors)
              for seg in road_map.lanes])
+        # Connectors leaving the same lanes as each connector: while the ego is in a
+        # junction its lane query cannot tell siblings apart where they overlap.
+        self._siblings = {seg.segment_id: {c for p in seg.predecessors for c in road_map.lanes[p].successors}
+                          for seg in road_map.lanes if seg.in_junction}
         self._stop_s = np.array([
             (sl.s_m if (sl := road_map.stop_line(seg.segment_id)) else seg.length_m - 1.0)
             for seg in road_map.lanes])
@@ -264,7 +268,7 @@ class TrafficManager:
         occupied = set(self.lane[in_junction].tolist()) | set(self.next_lane[self.granted].tolist())
         if ego.lane >= 0:
             if self.lanes.in_junction[ego.lane]:
-                occupied.add(ego.lane)
+                occupied.update(self._siblings[ego.lane] | {ego.lane})
             elif self._incoming_to_junction[ego.lane] and self.lanes.length_m[ego.lane] - ego.s_m < 15.0:
                 # The ego's turn is unknown: it may take any connector from its lane.
                 occupied.update(self._successors[ego.lane].tolist())

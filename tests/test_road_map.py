@@ -96,11 +96,56 @@ def test_foreign_opendrive_file_loads():
         assert len(seg.successors) == 1
 
 
+def _road(road_id: int, x0: float, link: str, lanes: str) -> str:
+    return (f'<road name="r{road_id}" length="150" id="{road_id}" junction="-1"><link>{link}</link>'
+            f'<planView><geometry s="0" x="{x0}" y="0" hdg="0" length="150"><line/></geometry></planView>'
+            f'<lanes><laneSection s="0">{lanes}</laneSection></lanes></road>')
+
+
+LANE = '<lane id="{id}" type="driving" level="false">{link}<width sOffset="0" a="3.5" b="0" c="0" d="0"/></lane>'
+
+
+def test_hand_written_opendrive_with_dead_ends_loads(tmp_path):
+    """A file written here, not by our generator: a two-way street of two roads end to
+    end (every lane starts or ends at a dead end) and a separate one-way street. carla's
+    topology omits lanes that start at a dead end; the lane graph must not."""
+    two_way = ('<left>' + LANE.format(id=1, link='<link><successor id="1"/></link>') + '</left>'
+               '<center><lane id="0" type="none" level="false"/></center>'
+               '<right>' + LANE.format(id=-1, link='<link><successor id="-1"/></link>') + '</right>')
+    two_way_b = two_way.replace("successor", "predecessor")
+    one_way = ('<center><lane id="0" type="none" level="false"/></center>'
+               '<right>' + LANE.format(id=-1, link="") + '</right>')
+    text = ('<?xml version="1.0"?><OpenDRIVE><header revMajor="1" revMinor="4" name="street"/>'
+            + _road(1, 0.0, '<successor elementType="road" elementId="2" contactPoint="start"/>', two_way)
+            + _road(2, 150.0, '<predecessor elementType="road" elementId="1" contactPoint="end"/>', two_way_b)
+            + _road(3, 0.0, "", one_way).replace('y="0"', 'y="50"')
+            + "</OpenDRIVE>")
+    path = tmp_path / "street.xodr"
+    path.write_text(text)
+    street = RoadMap.from_file(path)
+    keys = sorted((s.road_id, s.lane_id) for s in street.lanes)
+    assert keys == [(1, -1), (1, 1), (2, -1), (2, 1), (3, -1)]
+    by_key = {(s.road_id, s.lane_id): s for s in street.lanes}
+    # Right lanes run with the road (+x), left lanes against it; the halves connect.
+    assert by_key[(1, -1)].successors == (by_key[(2, -1)].segment_id,)
+    assert by_key[(2, 1)].successors == (by_key[(1, 1)].segment_id,)
+    assert by_key[(2, -1)].successors == () and by_key[(1, 1)].successors == ()
+    assert math.cos(by_key[(1, 1)].yaw_rad[0]) < -0.99
+    assert by_key[(3, -1)].points_xy[0] == pytest.approx((0.0, 48.25))
+    assert by_key[(3, -1)].length_m == pytest.approx(150.0)
+
+
 @pytest.mark.parametrize("text, message", [
     ("this is not xml", "malformed OpenDRIVE XML"),
     ("<map><road/></map>", "root element is <map>"),
     ("<OpenDRIVE><header/></OpenDRIVE>", "no <road> elements"),
-    ('<OpenDRIVE><header/><road id="1" length="10"><planView/><lanes/></road></OpenDRIVE>', "no driving lanes"),
+    ('<OpenDRIVE><header/><road id="1" length="10"><planView/><lanes/></road></OpenDRIVE>',
+     "road 1 has no <planView><geometry>"),
+    ('<OpenDRIVE><header/><road id="1" length="10"><planView><geometry s="0" x="a" y="0" hdg="0" length="10">'
+     '<line/></geometry></planView><lanes><laneSection s="0"/></lanes></road></OpenDRIVE>', "numeric 'x'"),
+    ('<OpenDRIVE><header/><road id="1" length="10"><planView><geometry s="0" x="0" y="0" hdg="0" length="10">'
+     '<line/></geometry></planView><lanes><laneSection s="0"><center><lane id="0" type="none"/></center>'
+     '</laneSection></lanes></road></OpenDRIVE>', "no driving lanes"),
 ])
 def test_malformed_opendrive_gets_a_clear_error(tmp_path, text, message):
     path = tmp_path / "bad.xodr"

@@ -124,3 +124,25 @@ def test_npcs_stop_for_red_lights_and_pedestrians_cross_at_crosswalks():
     assert on_red == 0  # ...but never over a stop line on red
     moved_over = sum(w.lane != lane for w, lane in zip(sim.pedestrians.walkers, start_lanes))
     assert moved_over >= 3  # pedestrians reached the opposite sidewalk over a crosswalk
+
+
+@pytest.mark.parametrize("seed", [1, 100])
+def test_unsignalled_junctions_no_collisions(tmp_path, seed):
+    """Without lights, junction reservations alone keep the expert and NPCs apart."""
+    import xml.etree.ElementTree as ET
+    from sim.towns import town_path
+    root = ET.parse(town_path("grid_town")).getroot()
+    for parent in root.iter():
+        for child in [c for c in parent if c.tag in ("signals", "controller")]:
+            parent.remove(child)
+    for junction in root.iter("junction"):
+        for child in [c for c in junction if c.tag == "controller"]:
+            junction.remove(child)
+    path = tmp_path / "unsignalled.xodr"
+    ET.ElementTree(root).write(path)
+    run = run_episode(BuiltinSimulator(), scenario(town=str(path), route_length_m=600.0, npc_vehicles=30,
+                                                  pedestrians=20, seed=seed), expert)
+    assert not run.road_map.signals
+    assert run.result.route_completion_pct == 100.0
+    kinds = {e.kind.value for e in run.result.infractions}
+    assert not {k for k in kinds if k.startswith("collisions")}, run.result.infractions
