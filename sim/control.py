@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.lane_arrays import wrap
+from sim.numeric import clip, wrap
 from sim.vehicle_dynamics import VehicleParams
 
 
@@ -34,7 +34,7 @@ def stanley_steer(front_x, front_y, yaw, speed_mps, ref_x, ref_y, ref_yaw,
     """
     cross_track = -(front_x - ref_x) * np.sin(ref_yaw) + (front_y - ref_y) * np.cos(ref_yaw)
     delta = wrap(ref_yaw - yaw) - np.arctan(gain_per_s * cross_track / (np.abs(speed_mps) + soft_speed_mps))
-    return np.clip(delta / vehicle.max_steer_angle_rad, -1.0, 1.0)
+    return clip(delta / vehicle.max_steer_angle_rad, -1.0, 1.0)
 
 
 def idm_accel(v, v0, gap_m, lead_v, *, time_gap_s: float, min_gap_m: float, max_accel_mps2: float,
@@ -44,14 +44,14 @@ def idm_accel(v, v0, gap_m, lead_v, *, time_gap_s: float, min_gap_m: float, max_
     s_star = min_gap_m + np.maximum(0.0, v * time_gap_s + v * (v - lead_v) / (2 * math.sqrt(a * b)))
     interaction = np.where(np.isfinite(gap_m), (s_star / np.maximum(gap_m, 0.1)) ** 2, 0.0)
     accel = a * (1 - (v / np.maximum(v0, 0.1)) ** exponent - interaction)
-    return np.clip(accel, -max_decel_mps2, a)
+    return clip(accel, -max_decel_mps2, a)
 
 
 def pedals_for_accel(accel, v, vehicle: VehicleParams, hold_brake: float = 0.3):
     """(throttle, brake) that give ``accel`` at speed ``v`` under the bicycle's pedal model."""
     resist = vehicle.rolling_resistance_mps2 * (v > 1e-3) + vehicle.drag_coefficient_per_m * v * v
-    throttle = np.clip((accel + resist) / vehicle.max_accel_mps2, 0.0, 1.0)
-    brake = np.clip((-accel - resist) / vehicle.max_brake_decel_mps2, 0.0, 1.0)
+    throttle = clip((accel + resist) / vehicle.max_accel_mps2, 0.0, 1.0)
+    brake = clip((-accel - resist) / vehicle.max_brake_decel_mps2, 0.0, 1.0)
     # Hold the car at a standstill rather than letting it creep.
     brake = np.where((accel <= 0) & (v < 0.3), np.maximum(brake, hold_brake), brake)
     return np.where(accel > 0, throttle, 0.0), np.where(accel > 0, 0.0, brake)

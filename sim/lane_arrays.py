@@ -7,8 +7,6 @@ reference pose of many vehicles on many lanes is one gather, no Python loop.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from sim.road_map import RoadMap
@@ -48,11 +46,13 @@ class LaneArrays:
 
     def reference(self, lane: np.ndarray, s_m: np.ndarray) -> tuple[np.ndarray, ...]:
         """Interpolated (x, y, yaw, curvature) at arc length ``s_m`` of ``lane`` (arrays)."""
-        u = np.clip(s_m, 0.0, self.length_m[lane]) / self.spacing_m[lane]
-        i0 = np.minimum(u.astype(np.int64), self.count[lane] - 2).clip(min=0)
+        # minimum/maximum rather than clip: this runs several times per step for every NPC.
+        count, offset = self.count[lane], self.offset[lane]
+        u = np.minimum(np.maximum(s_m, 0.0), self.length_m[lane]) / self.spacing_m[lane]
+        i0 = np.maximum(np.minimum(u.astype(np.int64), count - 2), 0)
         f = (u - i0)[..., None]
-        g = self.offset[lane] + i0
-        g1 = np.minimum(g + 1, self.offset[lane] + self.count[lane] - 1)
+        g = offset + i0
+        g1 = np.minimum(g + 1, offset + count - 1)
         xy = self.points_xy[g] * (1 - f) + self.points_xy[g1] * f
         yaw = self.yaw_rad[g] + f[..., 0] * (self.yaw_rad[g1] - self.yaw_rad[g])
         return xy[..., 0], xy[..., 1], yaw, self.curvature_per_m[g]
@@ -65,7 +65,3 @@ def _curvature(yaw: np.ndarray, spacing_m: float) -> np.ndarray:
     # A light moving average: lane samples carry the parser's small heading noise.
     kernel = np.ones(3) / 3.0
     return np.convolve(np.pad(k, 1, mode="edge"), kernel, mode="valid")
-
-
-def wrap(angle: np.ndarray) -> np.ndarray:
-    return (angle + math.pi) % (2 * math.pi) - math.pi

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from drivestack.config import load_params
+from sim.numeric import clip
 
 DEFAULT_VEHICLE_PARAMS = Path(__file__).parent / "config" / "vehicle_compact.yaml"
 
@@ -83,7 +84,7 @@ def step(state: BicycleState, params: VehicleParams, throttle: np.ndarray, steer
     """Advance every vehicle by ``dt_s`` (semi-implicit Euler: speed first, then pose)."""
     target = steer * params.max_steer_angle_rad
     max_delta = params.max_steer_rate_radps * dt_s
-    state.steer_angle_rad += np.clip(target - state.steer_angle_rad, -max_delta, max_delta)
+    state.steer_angle_rad += clip(target - state.steer_angle_rad, -max_delta, max_delta)
 
     v = state.speed_mps
     direction = np.where(reverse, -1.0, 1.0)
@@ -94,7 +95,7 @@ def step(state: BicycleState, params: VehicleParams, throttle: np.ndarray, steer
     v_drive = v + drive * dt_s
     sign = np.sign(v_drive)
     v_new = np.where(np.abs(v_drive) <= resist * dt_s, 0.0, v_drive - sign * resist * dt_s)
-    v_new = np.clip(v_new, -params.max_reverse_speed_mps, params.max_speed_mps)
+    v_new = clip(v_new, -params.max_reverse_speed_mps, params.max_speed_mps)
     state.accel_mps2[:] = (v_new - v) / dt_s
     state.speed_mps[:] = v_new
 
