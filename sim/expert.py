@@ -285,11 +285,5 @@ class ExpertDriver:
         return False
 
     def _red_for(self, obs: Observation, lane: int) -> bool:
-        sl = self.map.stop_line(lane)
-        if sl is None:
-            return False
-        for light in self.map.signals:
-            if any(x.segment_id == lane for x in light.stop_lines):
-                state = next((t.state for t in obs.traffic_lights if t.light_id == light.light_id), None)
-                return state == TrafficLightState.RED
-        return False
+        light_id = self.map.light_of_segment(lane)
+        return any(t.light_id == light_id and t.state == TrafficLightState.RED for t in obs.traffic_lights)

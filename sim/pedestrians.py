@@ -102,10 +102,7 @@ class PedestrianManager:
                     best, best_d = int(b), d
             if best < 0:
                 continue
-            light = -1
-            for g in self.map.signals:
-                if any(sl.segment_id == a for sl in g.stop_lines):
-                    light = g.light_id
+            light = self.map.light_of_segment(int(a))
             p0 = self._sidewalk_point(int(a), self.lanes.length_m[a] - CROSSWALK_FROM_END_M)
             p1 = self._sidewalk_point(best, CROSSWALK_FROM_END_M)
             found.append(Crosswalk(int(a), best, light, p0, p1))

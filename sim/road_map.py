@@ -143,6 +143,7 @@ class RoadMap:
             raise MapError(f"{name}: the OpenDRIVE file has no driving lanes")
         self.junctions, self.signals = _build_junctions(self._carla_map, self.lanes)
         self._stop_line_by_segment = {sl.segment_id: sl for g in self.signals for sl in g.stop_lines}
+        self._light_by_segment = {sl.segment_id: g.light_id for g in self.signals for sl in g.stop_lines}
         self.connector_conflicts: dict[int, frozenset[int]] = _connector_conflicts(self.lanes, self.junctions)
         self._index_points()
 
@@ -166,6 +167,10 @@ class RoadMap:
 
     def stop_line(self, segment_id: int) -> StopLine | None:
         return self._stop_line_by_segment.get(segment_id)
+
+    def light_of_segment(self, segment_id: int) -> int:
+        """The traffic light controlling the stop line of ``segment_id``, or -1."""
+        return self._light_by_segment.get(segment_id, -1)
 
     def nearest_lane(self, x_m: float, y_m: float, yaw_rad: float | None = None,
                      max_distance_m: float = 10.0) -> LaneQuery | None:

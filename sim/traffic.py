@@ -242,7 +242,7 @@ class TrafficManager:
         for i in np.flatnonzero(approaching):
             lane, conn = int(self.lane[i]), int(self.next_lane[i])
             to_stop = self._stop_s[lane] - self.s_m[i]
-            light = lights.light_of_segment(lane)
+            light = self.map.light_of_segment(lane)
             state_now = lights.state(light) if light >= 0 else TrafficLightState.GREEN
             front_past_line = to_stop < self.vehicle.length_m / 2 - 0.5
             if state_now == TrafficLightState.YELLOW and not front_past_line:

@@ -36,7 +36,6 @@ class TrafficLightController:
         self._offset_s = {jid: float(rng.uniform(0.0, timing.slot_s * len(ids)))
                           for jid, ids in self._groups.items()}
         self._light_state = np.full(len(road_map.signals), TrafficLightState.GREEN, dtype=np.int64)
-        self._light_of_segment = {sl.segment_id: g.light_id for g in road_map.signals for sl in g.stop_lines}
         self._junction_of_light = {g.light_id: g.junction_id for g in road_map.signals}
         self.time_s = 0.0
         self._snapshot_key: bytes | None = None
@@ -71,10 +70,6 @@ class TrafficLightController:
         phase = (self.time_s + self._offset_s[jid]) % cycle
         green_at = ids.index(light_id) * self.timing.slot_s
         return (green_at - phase) % cycle
-
-    def light_of_segment(self, segment_id: int) -> int:
-        """The light controlling the stop line of ``segment_id``, or -1."""
-        return self._light_of_segment.get(segment_id, -1)
 
     def snapshot(self) -> tuple[TrafficLight, ...]:
         # Rebuilt only when a lamp changed: the observation asks for it every step.
