@@ -132,7 +132,7 @@ class BuiltinSimulator:
         if not isinstance(control, VehicleControl):
             raise TypeError(f"step() takes a VehicleControl, got {type(control).__name__}")
         throttle, steer, brake = self.traffic.controls(
-            self.state, self._ego_lane, self.lights, self._road_users_xy())
+            self.state, self._ego_lane, self.lights, self.pedestrians.on_road_xy())
         reverse = np.zeros(len(self.state), dtype=bool)
         reverse[EGO_ROW] = control.reverse
         brake_all = np.concatenate([[1.0 if control.hand_brake else control.brake], brake])
@@ -147,7 +147,7 @@ class BuiltinSimulator:
         return self._observe()
 
     def close(self) -> None:
-        self._map = None
+        self._map = self._route = None
 
     # -- state ---------------------------------------------------------------------------
 
@@ -167,9 +167,6 @@ class BuiltinSimulator:
         # Keep spawns off the first stretch of the ego's route.
         xy += [(w.x_m, w.y_m) for w in self._route.waypoints[:10]]
         return xy
-
-    def _road_users_xy(self) -> np.ndarray:
-        return self.pedestrians.on_road_xy()
 
     def _update_ego_lane(self) -> None:
         q = self._map.nearest_lane(float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW]),

@@ -7,6 +7,7 @@ from typing import Protocol
 from drivestack.schema import Observation, Route, VehicleControl
 from sim.road_map import RoadMap
 from sim.scenario import Scenario
+from sim.vehicle_dynamics import VehicleParams
 
 
 class SimulatorError(RuntimeError):
@@ -15,6 +16,7 @@ class SimulatorError(RuntimeError):
 
 class Simulator(Protocol):
     dt_s: float
+    vehicle: VehicleParams  # the ego's parameters, for agents that model it
 
     def reset(self, scenario: Scenario) -> Observation:
         """Load the scenario's town, plan its route, spawn everything; the first observation."""
