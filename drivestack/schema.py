@@ -70,6 +70,34 @@ def _check_finite(owner: str, **values: float) -> None:
 
 
 @dataclass(frozen=True)
+class SemanticClass:
+    class_id: int
+    name: str
+    colour_rgb: tuple[int, int, int]
+
+
+# The semantic classes every sensor and label uses: a subset of CARLA's semantic tags
+# (0.9.14+ numbering, Cityscapes palette), so CARLA ground truth maps onto it as is.
+SEMANTIC_CLASSES: tuple[SemanticClass, ...] = (
+    SemanticClass(0, "unlabeled", (0, 0, 0)),
+    SemanticClass(1, "road", (128, 64, 128)),
+    SemanticClass(2, "sidewalk", (244, 35, 232)),
+    SemanticClass(3, "building", (70, 70, 70)),
+    SemanticClass(5, "fence", (190, 153, 153)),
+    SemanticClass(6, "pole", (153, 153, 153)),
+    SemanticClass(7, "traffic_light", (250, 170, 30)),
+    SemanticClass(8, "traffic_sign", (220, 220, 0)),
+    SemanticClass(9, "vegetation", (107, 142, 35)),
+    SemanticClass(10, "terrain", (152, 251, 152)),
+    SemanticClass(11, "sky", (70, 130, 180)),
+    SemanticClass(12, "pedestrian", (220, 20, 60)),
+    SemanticClass(14, "car", (0, 0, 142)),
+    SemanticClass(24, "road_line", (157, 234, 50)),
+)
+SEMANTIC_ID = {c.name: c.class_id for c in SEMANTIC_CLASSES}
+
+
+@dataclass(frozen=True)
 class VehicleControl:
     """Actuator command, field for field like CARLA's ``VehicleControl``.
 
