@@ -176,6 +176,28 @@ class TrafficLight:
 
 
 @dataclass(frozen=True)
+class ImuReading:
+    """Body-frame (``base_link``, REP 103) inertial measurement, like sensor_msgs/Imu.
+
+    The accelerometer measures specific force: at rest it reads +9.81 m/s^2 on z.
+    ``compass_rad`` is the heading clockwise from north (CARLA's IMU compass).
+    """
+
+    stamp_ns: int
+    accel_mps2: tuple[float, float, float]
+    gyro_radps: tuple[float, float, float]
+    compass_rad: float
+
+
+@dataclass(frozen=True)
+class GnssReading:
+    stamp_ns: int
+    latitude_deg: float
+    longitude_deg: float
+    altitude_m: float
+
+
+@dataclass(frozen=True)
 class Observation:
     """What a simulator step returns: for now the privileged world state (sensor data
     joins it with the rendering milestone). Only the expert may read ``actors``."""
@@ -185,6 +207,10 @@ class Observation:
     actors: tuple[ActorState, ...]
     traffic_lights: tuple[TrafficLight, ...]
     ego_lane_segment_id: int = -1
+    imu: ImuReading | None = None
+    gnss: GnssReading | None = None
+    # Actors whose boxes started touching the ego's this step (the collision sensor).
+    collisions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ import numpy as np
 
 from drivestack.schema import ActorKind, ActorState, EgoState, Observation, Route, RouteWaypoint, VehicleControl
 from sim import towns
-from sim.geometry import cumulative_arc_length, pairwise_overlaps, project_onto_polyline
+from sim.geometry import boxes_overlap, cumulative_arc_length, pairwise_overlaps, project_onto_polyline
 from sim.lane_arrays import LaneArrays
 from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager
 from sim.protocol import SimulatorError
 from sim.road_map import MapError, RoadMap
 from sim.route_planner import NoRouteError, RoutePlanner
 from sim.scenario import PedestrianCrossing, Scenario, ScenarioError
+from sim.sensors.inertial import Gnss, GnssConfig, Imu, ImuConfig
 from sim.traffic import EgoLaneInfo, TrafficManager, TrafficParams
 from sim.traffic_lights import TrafficLightController
 from sim.vehicle_dynamics import BicycleState, VehicleParams, step as bicycle_step
@@ -75,12 +76,14 @@ def plan_scenario_route(road_map: RoadMap, scenario: Scenario, rng: np.random.Ge
 
 class BuiltinSimulator:
     def __init__(self, dt_s: float = DEFAULT_DT_S, vehicle_params: VehicleParams | None = None,
-                 traffic_params: TrafficParams | None = None) -> None:
+                 traffic_params: TrafficParams | None = None, imu: ImuConfig = ImuConfig(),
+                 gnss: GnssConfig = GnssConfig()) -> None:
         if not (math.isfinite(dt_s) and 0 < dt_s <= 0.5):
             raise ValueError(f"dt_s={dt_s} must be in (0, 0.5] seconds")
         self.dt_s = dt_s
         self.vehicle = vehicle_params or VehicleParams.load()
         self.traffic_params = traffic_params or TrafficParams.load()
+        self.imu_config, self.gnss_config = imu, gnss
         self._map: RoadMap | None = None
         self._route: Route | None = None
         self.scenario: Scenario | None = None
@@ -124,6 +127,11 @@ class BuiltinSimulator:
         self._route_index = 0
         self._ego_lane = EgoLaneInfo()
         self._update_ego_lane()
+        # Sensor noise has its own stream: switching it on leaves the traffic unchanged.
+        sensor_rng = np.random.default_rng([scenario.seed, 1])
+        self.imu = Imu(self.imu_config, sensor_rng)
+        self.gnss = Gnss(self.gnss_config, sensor_rng, self._map.geolocation)
+        self._contacts: frozenset[int] = frozenset()
         return self._observe()
 
     def step(self, control: VehicleControl) -> Observation:
@@ -229,7 +237,27 @@ class BuiltinSimulator:
             accel_mps2=float(s.accel_mps2[0]), steer_angle_rad=float(s.steer_angle_rad[0]),
             length_m=v.length_m, width_m=v.width_m)
         return Observation(self.stamp_ns, ego, tuple(self._actor_states()), self.lights.snapshot(),
-                           self._ego_lane.lane)
+                           self._ego_lane.lane, imu=self.imu.read(ego), gnss=self.gnss.read(ego),
+                           collisions=self._new_contacts())
+
+    def _new_contacts(self) -> tuple[int, ...]:
+        """The collision sensor: actor ids whose boxes began to overlap the ego's this step.
+
+        Actor ids are rows: NPC vehicles 1..n, then pedestrians, as in the observation.
+        """
+        s, v, ped = self.state, self.vehicle, self.pedestrians.xy
+        n_veh, n_ped = len(s) - 1, len(ped)
+        if n_veh + n_ped == 0:
+            return ()
+        boxes = np.column_stack([
+            np.concatenate([s.x_m[1:], ped[:, 0]]), np.concatenate([s.y_m[1:], ped[:, 1]]),
+            np.concatenate([s.yaw_rad[1:], self.pedestrians.yaw_rad]),
+            np.concatenate([np.full(n_veh, v.length_m), np.full(n_ped, PEDESTRIAN_SIZE_M)]),
+            np.concatenate([np.full(n_veh, v.width_m), np.full(n_ped, PEDESTRIAN_SIZE_M)])])
+        hit = boxes_overlap((s.x_m[EGO_ROW], s.y_m[EGO_ROW], s.yaw_rad[EGO_ROW], v.length_m, v.width_m), boxes)
+        touching = frozenset((np.flatnonzero(hit) + 1).tolist())
+        started, self._contacts = touching - self._contacts, touching
+        return tuple(sorted(started))
 
     def _actor_states(self) -> list[ActorState]:
         s, v, t = self.state, self.vehicle, self.traffic

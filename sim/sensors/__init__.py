@@ -1,0 +1,1 @@
+"""Simulated sensors of the built-in simulator."""
