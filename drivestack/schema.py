@@ -92,6 +92,7 @@ SEMANTIC_CLASSES: tuple[SemanticClass, ...] = (
     SemanticClass(11, "sky", (70, 130, 180)),
     SemanticClass(12, "pedestrian", (220, 20, 60)),
     SemanticClass(14, "car", (0, 0, 142)),
+    SemanticClass(20, "static", (110, 190, 160)),
     SemanticClass(24, "road_line", (157, 234, 50)),
 )
 SEMANTIC_ID = {c.name: c.class_id for c in SEMANTIC_CLASSES}

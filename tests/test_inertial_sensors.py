@@ -81,5 +81,5 @@ def test_semantic_table_is_a_subset_of_carlas_tags():
     expected = {"unlabeled": "NONE", "road": "Roads", "sidewalk": "Sidewalks", "building": "Buildings",
                 "fence": "Fences", "pole": "Poles", "traffic_light": "TrafficLight", "traffic_sign": "TrafficSigns",
                 "vegetation": "Vegetation", "terrain": "Terrain", "sky": "Sky", "pedestrian": "Pedestrians",
-                "car": "Car", "road_line": "RoadLines"}
+                "car": "Car", "static": "Static", "road_line": "RoadLines"}
     assert {c.name: carla_names[c.class_id] for c in SEMANTIC_CLASSES} == expected
