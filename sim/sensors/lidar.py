@@ -45,8 +45,7 @@ logger = logging.getLogger(__name__)
 # Columns of the (N, 5) float32 point array ``RayCastLidar.scan`` returns.
 POINT_FIELDS = ("x_m", "y_m", "z_m", "intensity", "semantic_tag")
 
-# The schema's class table has no CARLA "static" (20) class, so static actors are
-# "unlabeled" until it gets one.
+# Semantic tag of each actor kind (CARLA's numbering, the schema's table).
 KIND_SEMANTIC_TAG = {
     ActorKind.VEHICLE: SEMANTIC_ID["car"],
     ActorKind.PEDESTRIAN: SEMANTIC_ID["pedestrian"],
