@@ -212,6 +212,9 @@ class Observation:
     gnss: GnssReading | None = None
     # Actors whose boxes started touching the ego's this step (the collision sensor).
     collisions: tuple[int, ...] = ()
+    # Road marks the ego crossed this step (the lane-invasion sensor): OpenDRIVE types
+    # as carla names them ("Solid", "Broken", ...), "NONE" for an unmarked edge.
+    lane_invasions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

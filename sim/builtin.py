@@ -126,6 +126,7 @@ class BuiltinSimulator:
         self._route_s = cumulative_arc_length(self._route_xy)
         self._route_index = 0
         self._ego_lane = EgoLaneInfo()
+        self._ego_lateral_m = 0.0
         self._update_ego_lane()
         # Sensor noise has its own stream: switching it on leaves the traffic unchanged.
         sensor_rng = np.random.default_rng([scenario.seed, 1])
@@ -180,7 +181,32 @@ class BuiltinSimulator:
         q = self._map.nearest_lane(float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW]),
                                    float(self.state.yaw_rad[EGO_ROW]), max_distance_m=4.0)
         on_lane = q is not None and abs(q.lateral_offset_m) < self._map.lanes[q.segment_id].width_m / 2 + 0.5
+        previous, previous_offset = self._ego_lane.lane, self._ego_lateral_m
         self._ego_lane = EgoLaneInfo(q.segment_id, q.s_m) if on_lane else EgoLaneInfo()
+        self._ego_lateral_m = q.lateral_offset_m if on_lane else 0.0
+        self._lane_invasions = self._crossed_marking(previous, previous_offset)
+
+    def _crossed_marking(self, previous: int, previous_offset_m: float) -> tuple[str, ...]:
+        """The lane-invasion sensor: the road mark the ego's centre crossed this step.
+
+        Either the ego left its lane's middle sideways past the boundary (into an
+        oncoming lane, which the heading-aware lane query does not switch to), or the
+        lane query moved to a same-direction neighbour. Junction connectors carry no
+        marks.
+        """
+        if previous < 0 or self._map.lanes[previous].in_junction:
+            return ()
+        lane, current = self._map.lanes[previous], self._ego_lane.lane
+        if current == previous:
+            half = lane.width_m / 2
+            if not abs(previous_offset_m) <= half < abs(self._ego_lateral_m):
+                return ()
+            to_left = self._ego_lateral_m > 0
+        elif current in (lane.left_neighbor, lane.right_neighbor) and current >= 0:
+            to_left = current == lane.left_neighbor
+        else:
+            return ()
+        return (lane.left_marking if to_left else lane.right_marking,)
 
     def _trigger_crossings(self) -> None:
         if not self._pending_crossings:
@@ -238,7 +264,7 @@ class BuiltinSimulator:
             length_m=v.length_m, width_m=v.width_m)
         return Observation(self.stamp_ns, ego, tuple(self._actor_states()), self.lights.snapshot(),
                            self._ego_lane.lane, imu=self.imu.read(ego), gnss=self.gnss.read(ego),
-                           collisions=self._new_contacts())
+                           collisions=self._new_contacts(), lane_invasions=self._lane_invasions)
 
     def _new_contacts(self) -> tuple[int, ...]:
         """The collision sensor: actor ids whose boxes began to overlap the ego's this step.

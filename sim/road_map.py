@@ -66,6 +66,10 @@ class LaneSegment:
     left_neighbor: int  # same-direction lane to the left, -1 if none
     right_neighbor: int
     turn: RoadOption  # LEFT/RIGHT/STRAIGHT for junction connectors, else LANEFOLLOW
+    # OpenDRIVE road-mark types of the lane's left and right boundary (carla's names:
+    # "Solid", "Broken", "SolidSolid", "NONE", ...), at its middle.
+    left_marking: str = "NONE"
+    right_marking: str = "NONE"
 
     @property
     def length_m(self) -> float:
@@ -379,6 +383,11 @@ def _hermite(p0: tuple[float, float, float], p1: tuple[float, float, float], sca
     return x, y
 
 
+def _marking_type(marking: carla.LaneMarking | None) -> str:
+    # carla has no marking object where the file defines no <roadMark>.
+    return str(marking.type) if marking is not None else "NONE"
+
+
 def _turn_of(yaw: np.ndarray) -> RoadOption:
     change = carla_frames.wrap_angle(float(yaw[-1] - yaw[0]))
     if abs(change) < STRAIGHT_TURN_LIMIT_RAD:
@@ -419,10 +428,13 @@ def _build_lane_graph(carla_map: carla.Map, speed_by_road: dict[int, float]) -> 
     if not topology:
         return ()
     speed_limits = _road_speed_limits(carla_map, speed_by_road)
-    raw = []
+    raw, markings = [], []
     for entry, exit_ in topology:
-        pts, yaws, s = _polyline(_sample_segment(entry, exit_))
+        samples = _sample_segment(entry, exit_)
+        pts, yaws, s = _polyline(samples)
         raw.append((entry, pts, yaws, s))
+        middle = samples[len(samples) // 2] if len(samples) > 2 else entry
+        markings.append((_marking_type(middle.left_lane_marking), _marking_type(middle.right_lane_marking)))
     starts = np.array([r[1][0] for r in raw])
     start_tree = cKDTree(starts)
     successors: list[list[int]] = [[] for _ in raw]
@@ -459,6 +471,7 @@ def _build_lane_graph(carla_map: carla.Map, speed_by_road: dict[int, float]) -> 
             left_neighbor=-1 if junction_id >= 0 else neighbor(entry, "left", pts),
             right_neighbor=-1 if junction_id >= 0 else neighbor(entry, "right", pts),
             turn=_turn_of(yaws) if junction_id >= 0 else RoadOption.LANEFOLLOW,
+            left_marking=markings[i][0], right_marking=markings[i][1],
         ))
     for seg in lanes:
         seg.points_xy.setflags(write=False)

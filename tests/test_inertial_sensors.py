@@ -83,3 +83,17 @@ def test_semantic_table_is_a_subset_of_carlas_tags():
                 "vegetation": "Vegetation", "terrain": "Terrain", "sky": "Sky", "pedestrian": "Pedestrians",
                 "car": "Car", "static": "Static", "road_line": "RoadLines"}
     assert {c.name: carla_names[c.class_id] for c in SEMANTIC_CLASSES} == expected
+
+
+@pytest.mark.parametrize("town, seed, marking", [("multilane_town", 2, "Broken"), ("grid_town", 2, "Solid")])
+def test_lane_invasion_sensor_reports_the_crossed_mark(town, seed, marking):
+    """Drift left out of the start lane: into the next lane over a broken line on the
+    multi-lane town, into the oncoming lane over the solid centre line on the grid."""
+    sim = BuiltinSimulator()
+    obs = sim.reset(Scenario(name="l", town=town, route_length_m=300.0, seed=seed))
+    start_lane = sim.road_map.lanes[obs.ego_lane_segment_id]
+    crossed = []
+    for _ in range(100):
+        obs = sim.step(VehicleControl(throttle=0.4, steer=0.08 if obs.ego.speed_mps > 2 else 0.0))
+        crossed += obs.lane_invasions
+    assert crossed == [marking] and start_lane.left_marking == marking
