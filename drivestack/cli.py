@@ -104,14 +104,14 @@ def drive(
         _fail(f"cannot write results to {out}: {exc.strerror or exc}")
     try:
         chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians)
-        runs_todo = [(s.with_seed((s.seed if seed is None else seed) + k), k) for s in chosen for k in range(episodes)]
+        runs_todo = [s.with_seed((s.seed if seed is None else seed) + k) for s in chosen for k in range(episodes)]
         sim = BuiltinSimulator()
         results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rc]}"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             overall = progress.add_task("episodes", total=len(runs_todo), rc="")
-            for sc, k in runs_todo:
+            for sc in runs_todo:
                 task = progress.add_task(f"{sc.name} seed {sc.seed}", total=100, rc="route   0.0 %")
                 run = run_episode(sim, sc, _make_agent(agent), on_step=lambda pct, t=task: progress.update(
                     t, completed=pct, rc=f"route {pct:5.1f} %"))

@@ -422,7 +422,7 @@ def _build_lane_graph(carla_map: carla.Map, speed_by_road: dict[int, float]) -> 
         earlier = key not in first or (wp.s < first[key].s if wp.lane_id < 0 else wp.s > first[key].s)
         if earlier:
             first[key] = wp
-    for key, start in sorted(first.items()):
+    for _, start in sorted(first.items()):
         end = (start.next_until_lane_end(SAMPLE_SPACING_M) or [start])[-1]
         topology.append((start, end))
     if not topology:

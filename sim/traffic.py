@@ -11,7 +11,6 @@ axle, so NPCs stay on their lane centre in turns.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
