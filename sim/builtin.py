@@ -269,21 +269,27 @@ class BuiltinSimulator:
     def _new_contacts(self) -> tuple[int, ...]:
         """The collision sensor: actor ids whose boxes began to overlap the ego's this step.
 
-        Actor ids are rows: NPC vehicles 1..n, then pedestrians, as in the observation.
+        Actor ids are rows of ``_boxes``: NPC vehicles 1..n, then pedestrians, as in the
+        observation.
         """
-        s, v, ped = self.state, self.vehicle, self.pedestrians.xy
-        n_veh, n_ped = len(s) - 1, len(ped)
-        if n_veh + n_ped == 0:
+        boxes = self._boxes()
+        if len(boxes) == 1:
             return ()
-        boxes = np.column_stack([
-            np.concatenate([s.x_m[1:], ped[:, 0]]), np.concatenate([s.y_m[1:], ped[:, 1]]),
-            np.concatenate([s.yaw_rad[1:], self.pedestrians.yaw_rad]),
-            np.concatenate([np.full(n_veh, v.length_m), np.full(n_ped, PEDESTRIAN_SIZE_M)]),
-            np.concatenate([np.full(n_veh, v.width_m), np.full(n_ped, PEDESTRIAN_SIZE_M)])])
-        hit = boxes_overlap((s.x_m[EGO_ROW], s.y_m[EGO_ROW], s.yaw_rad[EGO_ROW], v.length_m, v.width_m), boxes)
+        hit = boxes_overlap(boxes[EGO_ROW], boxes[1:])
         touching = frozenset((np.flatnonzero(hit) + 1).tolist())
         started, self._contacts = touching - self._contacts, touching
         return tuple(sorted(started))
+
+    def _boxes(self) -> np.ndarray:
+        """Footprints of everyone, one row each (x, y, yaw, length, width): the ego, the
+        NPC vehicles, then the pedestrians; the row is the actor id."""
+        s, v, ped = self.state, self.vehicle, self.pedestrians.xy
+        n_veh, n_ped = len(s), len(ped)
+        return np.column_stack([
+            np.concatenate([s.x_m, ped[:, 0]]), np.concatenate([s.y_m, ped[:, 1]]),
+            np.concatenate([s.yaw_rad, self.pedestrians.yaw_rad]),
+            np.concatenate([np.full(n_veh, v.length_m), np.full(n_ped, PEDESTRIAN_SIZE_M)]),
+            np.concatenate([np.full(n_veh, v.width_m), np.full(n_ped, PEDESTRIAN_SIZE_M)])])
 
     def _actor_states(self) -> list[ActorState]:
         s, v, t = self.state, self.vehicle, self.traffic
@@ -298,13 +304,7 @@ class BuiltinSimulator:
     def overlapping_pairs(self, include_ego: bool = False) -> list[tuple[int, int]]:
         """Pairs of actor ids whose boxes overlap now (for traffic soak checks)."""
         n_veh = len(self.state)
-        ped = self.pedestrians.xy
-        x = np.concatenate([self.state.x_m, ped[:, 0]])
-        y = np.concatenate([self.state.y_m, ped[:, 1]])
-        yaw = np.concatenate([self.state.yaw_rad, np.zeros(len(ped))])
-        length = np.concatenate([np.full(n_veh, self.vehicle.length_m), np.full(len(ped), PEDESTRIAN_SIZE_M)])
-        width = np.concatenate([np.full(n_veh, self.vehicle.width_m), np.full(len(ped), PEDESTRIAN_SIZE_M)])
-        hits = pairwise_overlaps(x, y, yaw, length, width)
+        hits = pairwise_overlaps(*self._boxes().T)
         pairs = [(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(hits)))]
         if not include_ego:
             pairs = [(a, b) for a, b in pairs if a != EGO_ROW and b != EGO_ROW]
