@@ -11,6 +11,8 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 class RoadOption(enum.IntEnum):
     """High-level route command; values are CARLA's ``RoadOption``."""
@@ -198,10 +200,128 @@ class GnssReading:
     altitude_m: float
 
 
+@dataclass(frozen=True, eq=False)
+class CameraImage:
+    """One camera's images for one frame, in the camera's optical frame (ROS
+    ``*_optical``: z forward, x right, y down). A kind the camera does not render is
+    ``None``. ``intrinsics`` is CameraInfo's 3x3 K."""
+
+    name: str
+    stamp_ns: int
+    intrinsics: np.ndarray  # (3, 3) float64
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8
+    depth_m: np.ndarray | None = None  # (H, W) float32, distance along the optical axis
+    semantic: np.ndarray | None = None  # (H, W) uint8, SEMANTIC_CLASSES ids
+    instance: np.ndarray | None = None  # (H, W) int32, see instance_id_of_actor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return next(a.shape[:2] for a in (self.rgb, self.depth_m, self.semantic, self.instance) if a is not None)
+
+
+# Instance ids in CameraImage.instance: 0 = no object (road, buildings, sky...),
+# an actor (ego included) 1 + actor_id, a traffic light's lamp housing
+# TRAFFIC_LIGHT_INSTANCE_BASE + light_id.
+INSTANCE_NONE = 0
+TRAFFIC_LIGHT_INSTANCE_BASE = 1 << 20
+
+
+def instance_id_of_actor(actor_id: int) -> int:
+    return 1 + actor_id
+
+
+def instance_id_of_light(light_id: int) -> int:
+    return TRAFFIC_LIGHT_INSTANCE_BASE + light_id
+
+
+class ObjectClass(enum.Enum):
+    """Classes of labelled objects (detection ground truth)."""
+
+    VEHICLE = "vehicle"
+    PEDESTRIAN = "pedestrian"
+    TRAFFIC_LIGHT = "traffic_light"
+
+
+@dataclass(frozen=True)
+class Box3D:
+    """An object's upright box in the ego frame (``base_link``: REP 103, origin at the
+    ego's box centre on the ground); ``z_m`` is the box centre's height."""
+
+    instance_id: int
+    object_class: ObjectClass
+    x_m: float
+    y_m: float
+    z_m: float
+    yaw_rad: float
+    length_m: float
+    width_m: float
+    height_m: float
+    speed_mps: float = 0.0
+    light_state: TrafficLightState | None = None
+
+
+@dataclass(frozen=True)
+class Box2D:
+    """An object's box in one camera image, pixels (u right, v down), clipped to the
+    image. ``truncation`` is the share of the object's unclipped projected box outside
+    the image; ``visible_fraction`` the share of its silhouette's in-image pixels that
+    the instance image shows (occlusion)."""
+
+    camera: str
+    instance_id: int
+    object_class: ObjectClass
+    u_min_px: float
+    v_min_px: float
+    u_max_px: float
+    v_max_px: float
+    visible_fraction: float
+    truncation: float
+    distance_m: float
+    visible_pixels: int
+    light_state: TrafficLightState | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class LaneBoundary:
+    """A lane boundary ahead of the ego as a polyline in the ego frame (on the ground).
+
+    ``position`` counts boundaries from the ego lane: -1 its left edge, +1 its right
+    edge, -2 / +2 the far edges of the left / right neighbour lanes (CULane's four
+    lanes). ``marking`` is the OpenDRIVE type ("Solid", "Broken", "SolidSolid", ...).
+    ``image_px`` holds the projection into each camera, keyed by camera name, as
+    (K, 2) pixels of the points in front of that camera and inside its image.
+    """
+
+    position: int
+    marking: str
+    points_m: np.ndarray  # (N, 3) float64, ego frame
+    image_px: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Exact labels of one frame, from the simulator's own state."""
+
+    boxes_3d: tuple[Box3D, ...] = ()
+    boxes_2d: tuple[Box2D, ...] = ()
+    lanes: tuple[LaneBoundary, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class LidarScan:
+    """Points of one simulator step, CARLA ``ray_cast_semantic``-like: an (N, 5)
+    float32 array of x, y, z (sensor frame, REP 103), intensity, semantic tag."""
+
+    stamp_ns: int
+    points: np.ndarray
+    frame_id: str = "lidar"
+
+
 @dataclass(frozen=True)
 class Observation:
-    """What a simulator step returns: for now the privileged world state (sensor data
-    joins it with the rendering milestone). Only the expert may read ``actors``."""
+    """What a simulator step returns: the privileged world state, which only the
+    expert and the label writer may read (``actors``, ``traffic_lights``,
+    ``ground_truth``), and the sensors, which every agent may read."""
 
     stamp_ns: int
     ego: EgoState
@@ -215,6 +335,16 @@ class Observation:
     # Road marks the ego crossed this step (the lane-invasion sensor): OpenDRIVE types
     # as carla names them ("Solid", "Broken", ...), "NONE" for an unmarked edge.
     lane_invasions: tuple[str, ...] = ()
+    cameras: tuple[CameraImage, ...] = ()
+    lidar: LidarScan | None = None
+    ground_truth: GroundTruth | None = None
+
+    def camera(self, name: str) -> CameraImage:
+        for image in self.cameras:
+            if image.name == name:
+                return image
+        raise KeyError(f"no camera {name!r} in this observation (cameras: "
+                       f"{', '.join(c.name for c in self.cameras) or 'none'})")
 
 
 @dataclass(frozen=True)
