@@ -1,4 +1,5 @@
-"""The built-in simulator: OpenDRIVE towns, kinematic vehicles, NPC traffic, pedestrians.
+"""The built-in simulator: OpenDRIVE towns, kinematic vehicles, NPC traffic, pedestrians,
+and the ego's sensors (``sim.sensors``: IMU, GNSS, events, cameras, LiDAR, labels).
 
 Fixed step ``dt_s`` and a single seeded random generator make every episode
 reproducible bit for bit. Each step: NPC and pedestrian decisions from the current
@@ -15,14 +16,16 @@ import numpy as np
 
 from drivestack.schema import ActorKind, ActorState, EgoState, Observation, Route, RouteWaypoint, VehicleControl
 from sim import towns
-from sim.geometry import boxes_overlap, cumulative_arc_length, pairwise_overlaps, project_onto_polyline
+from sim.geometry import boxes_overlap, pairwise_overlaps
 from sim.lane_arrays import LaneArrays
 from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager
 from sim.protocol import SimulatorError
 from sim.road_map import MapError, RoadMap
 from sim.route_planner import NoRouteError, RoutePlanner
+from sim.route_progress import RouteProgress
 from sim.scenario import PedestrianCrossing, Scenario, ScenarioError
-from sim.sensors.inertial import Gnss, GnssConfig, Imu, ImuConfig
+from sim.sensors.inertial import Gnss, Imu
+from sim.sensors.rig import SensorRig
 from sim.traffic import EgoLaneInfo, TrafficManager, TrafficParams
 from sim.traffic_lights import TrafficLightController
 from sim.vehicle_dynamics import BicycleState, VehicleParams, step as bicycle_step
@@ -76,14 +79,13 @@ def plan_scenario_route(road_map: RoadMap, scenario: Scenario, rng: np.random.Ge
 
 class BuiltinSimulator:
     def __init__(self, dt_s: float = DEFAULT_DT_S, vehicle_params: VehicleParams | None = None,
-                 traffic_params: TrafficParams | None = None, imu: ImuConfig = ImuConfig(),
-                 gnss: GnssConfig = GnssConfig()) -> None:
+                 traffic_params: TrafficParams | None = None) -> None:
         if not (math.isfinite(dt_s) and 0 < dt_s <= 0.5):
             raise ValueError(f"dt_s={dt_s} must be in (0, 0.5] seconds")
         self.dt_s = dt_s
         self.vehicle = vehicle_params or VehicleParams.load()
         self.traffic_params = traffic_params or TrafficParams.load()
-        self.imu_config, self.gnss_config = imu, gnss
+        self.sensors = SensorRig()
         self._map: RoadMap | None = None
         self._route: Route | None = None
         self.scenario: Scenario | None = None
@@ -122,16 +124,15 @@ class BuiltinSimulator:
         except ValueError as exc:  # more traffic than the town holds: the scenario's mistake
             raise ScenarioError(f"scenario {scenario.name}: {exc}") from None
         self._pending_crossings = sorted(scenario.pedestrian_crossings, key=lambda c: c.route_distance_m)
-        self._route_xy = np.array([(w.x_m, w.y_m) for w in self._route.waypoints])
-        self._route_s = cumulative_arc_length(self._route_xy)
-        self._route_index = 0
+        self._progress = RouteProgress(self._route)
         self._ego_lane = EgoLaneInfo()
         self._ego_lateral_m = 0.0
         self._update_ego_lane()
         # Sensor noise has its own stream: switching it on leaves the traffic unchanged.
         sensor_rng = np.random.default_rng([scenario.seed, 1])
-        self.imu = Imu(self.imu_config, sensor_rng)
-        self.gnss = Gnss(self.gnss_config, sensor_rng, self._map.geolocation)
+        self.imu = Imu(scenario.sensors.imu, sensor_rng)
+        self.gnss = Gnss(scenario.sensors.gnss, sensor_rng, self._map.geolocation)
+        self.sensors.reset(scenario.sensors, self._map, scenario.weather, scenario.seed)
         self._contacts: frozenset[int] = frozenset()
         return self._observe()
 
@@ -156,6 +157,7 @@ class BuiltinSimulator:
         return self._observe()
 
     def close(self) -> None:
+        self.sensors.close()
         self._map = self._route = None
 
     # -- state ---------------------------------------------------------------------------
@@ -219,7 +221,7 @@ class BuiltinSimulator:
         self._spawn_crossing(crossing)
 
     def _spawn_crossing(self, crossing: PedestrianCrossing) -> None:
-        i = min(int(np.searchsorted(self._route_s, crossing.route_distance_m)), len(self._route.waypoints) - 1)
+        i = self._progress.index_at(crossing.route_distance_m)
         # Cross a road, not a junction: move on to the first route point outside one.
         while i < len(self._route.waypoints) - 1 and self._in_junction(self._route.waypoints[i]):
             i += 1
@@ -245,13 +247,8 @@ class BuiltinSimulator:
         return offset
 
     def ego_route_progress_m(self) -> float:
-        """Arc length of the ego along its route, tracked forward so loops do not jump."""
-        lo = max(self._route_index - 5, 0)
-        hi = min(self._route_index + 40, len(self._route_xy))
-        s_m, _, segment = project_onto_polyline(self._route_xy[lo:hi], self._route_s[lo:hi] - self._route_s[lo],
-                                                (float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW])))
-        self._route_index = lo + segment
-        return float(self._route_s[lo] + s_m)
+        """Arc length of the ego along its route."""
+        return self._progress.update(float(self.state.x_m[EGO_ROW]), float(self.state.y_m[EGO_ROW]))
 
     # -- observation ---------------------------------------------------------------------
 
@@ -262,9 +259,12 @@ class BuiltinSimulator:
             speed_mps=float(s.speed_mps[0]), yaw_rate_radps=float(s.yaw_rate_radps[0]),
             accel_mps2=float(s.accel_mps2[0]), steer_angle_rad=float(s.steer_angle_rad[0]),
             length_m=v.length_m, width_m=v.width_m)
-        return Observation(self.stamp_ns, ego, tuple(self._actor_states()), self.lights.snapshot(),
-                           self._ego_lane.lane, imu=self.imu.read(ego), gnss=self.gnss.read(ego),
-                           collisions=self._new_contacts(), lane_invasions=self._lane_invasions)
+        actors, lights = tuple(self._actor_states()), self.lights.snapshot()
+        images, scan, truth = self.sensors.observe(self.stamp_ns, self.dt_s, ego, v.height_m, actors, lights,
+                                                   self._ego_lane.lane)
+        return Observation(self.stamp_ns, ego, actors, lights, self._ego_lane.lane, imu=self.imu.read(ego),
+                           gnss=self.gnss.read(ego), collisions=self._new_contacts(),
+                           lane_invasions=self._lane_invasions, cameras=images, lidar=scan, ground_truth=truth)
 
     def _new_contacts(self) -> tuple[int, ...]:
         """The collision sensor: actor ids whose boxes began to overlap the ego's this step.

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,16 @@ class Agent(Protocol):
 
 
 AgentFactory = Callable[[RoadMap, Route, Simulator], Agent]
+
+
+class EpisodeObserver(Protocol):
+    """Sees every observation of an episode (video writer, recorder)."""
+
+    def start(self, road_map: RoadMap, route: Route) -> None: ...
+
+    def observe(self, obs: Observation) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -87,9 +97,22 @@ def _reference_speed(obs: Observation) -> float | None:
 
 
 def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
-                on_step: Callable[[float], None] | None = None) -> EpisodeRun:
+                on_step: Callable[[float], None] | None = None,
+                observers: Sequence[EpisodeObserver] = ()) -> EpisodeRun:
     """Drive ``scenario`` until the referee ends it; ``on_step(completion_pct)`` per step."""
     obs = sim.reset(scenario)
+    road_map, route = sim.road_map, sim.route
+    for observer in observers:
+        observer.start(road_map, route)
+    try:
+        return _drive(sim, scenario, make_agent, obs, on_step, observers)
+    finally:
+        for observer in observers:
+            observer.finish()
+
+
+def _drive(sim: Simulator, scenario: Scenario, make_agent: AgentFactory, obs: Observation,
+           on_step: Callable[[float], None] | None, observers: Sequence[EpisodeObserver]) -> EpisodeRun:
     road_map, route = sim.road_map, sim.route
     agent = make_agent(road_map, route, sim)
     allowed = RoutePlanner(road_map).allowed_lane_ids(route)
@@ -98,6 +121,8 @@ def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
     rows = [(0.0, obs.ego.x_m, obs.ego.y_m, obs.ego.yaw_rad, obs.ego.speed_mps)]
     started = time.perf_counter()
     status_override = None
+    for observer in observers:
+        observer.observe(obs)
     while not monitor.done:
         control = agent.run_step(obs)
         try:
@@ -110,6 +135,8 @@ def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
         on_route = lane in allowed or (lane >= 0 and road_map.lanes[lane].junction_id in route_junctions)
         monitor.update(obs.stamp_ns, obs.ego, obs.actors, obs.traffic_lights, on_route, _reference_speed(obs))
         rows.append((obs.stamp_ns * 1e-9, obs.ego.x_m, obs.ego.y_m, obs.ego.yaw_rad, obs.ego.speed_mps))
+        for observer in observers:
+            observer.observe(obs)
         if on_step is not None:
             on_step(monitor.route_completion_pct)
     wall_s = time.perf_counter() - started

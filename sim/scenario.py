@@ -2,7 +2,8 @@
 
 A scenario names a town (a shipped town or a path to any ``.xodr``), the route (start
 pose and goal, via waypoints, or a seeded random route of a given length), traffic
-counts, weather and seed. ``sim/scenarios/*.yaml`` are the shipped ones; those with
+counts, weather, seed and the sensors on the ego (``sim.sensors.suite``).
+``sim/scenarios/*.yaml`` are the shipped ones; those with
 ``benchmark: true`` form the benchmark suite.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from drivestack.config import ConfigError, read_yaml
+from sim.sensors.suite import SensorConfigError, SensorSuite, suite_from_dict
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 WEATHER_PRESETS = ("clear_noon", "overcast", "sunset", "night", "rain", "fog")
@@ -57,6 +59,7 @@ class Scenario:
     benchmark: bool = False
     pedestrian_crossings: tuple[PedestrianCrossing, ...] = ()
     description: str = ""
+    sensors: SensorSuite = SensorSuite()
 
     def __post_init__(self) -> None:
         if self.start is None and (self.goal is not None or self.waypoints):
@@ -105,7 +108,7 @@ def _whole(value: Any, what: str, source: str) -> int:
 
 
 _KEYS = {"name", "town", "start", "goal", "waypoints", "route_length_m", "npc_vehicles", "pedestrians",
-         "weather", "seed", "split", "benchmark", "pedestrian_crossings", "description"}
+         "weather", "seed", "split", "benchmark", "pedestrian_crossings", "description", "sensors"}
 
 
 def scenario_from_dict(data: Any, source: str) -> Scenario:
@@ -126,6 +129,10 @@ def scenario_from_dict(data: Any, source: str) -> Scenario:
         except (TypeError, ScenarioError) as exc:
             raise ScenarioError(f"{source}: pedestrian_crossings: {exc}") from None
     try:
+        sensors = suite_from_dict(data["sensors"]) if data.get("sensors") is not None else SensorSuite()
+    except SensorConfigError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
+    try:
         return Scenario(
             name=str(data.get("name", Path(source).stem)),
             town=str(data["town"]),
@@ -142,6 +149,7 @@ def scenario_from_dict(data: Any, source: str) -> Scenario:
             benchmark=bool(data.get("benchmark", False)),
             pedestrian_crossings=tuple(crossings),
             description=str(data.get("description", "")),
+            sensors=sensors,
         )
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ScenarioError):

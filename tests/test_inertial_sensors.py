@@ -1,6 +1,7 @@
 """IMU, GNSS and collision sensor of the built-in simulator; the semantic class table."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from drivestack.schema import SEMANTIC_CLASSES, EgoState, VehicleControl
 from sim.builtin import BuiltinSimulator
 from sim.scenario import Scenario
+from sim.sensors.suite import SensorSuite
 from sim.sensors.inertial import GRAVITY_MPS2, METRES_PER_DEG_LAT, Gnss, GnssConfig, Imu, ImuConfig, compass_rad
 
 
@@ -48,9 +50,10 @@ def test_noise_is_seeded_and_has_the_configured_spread():
 
 def test_simulator_reports_gnss_from_the_geo_reference_and_imu_noise_leaves_traffic_alone():
     scenario = Scenario(name="s", town="grid_town", route_length_m=200.0, npc_vehicles=10, pedestrians=5, seed=1)
-    quiet, noisy = BuiltinSimulator(), BuiltinSimulator(imu=ImuConfig(accel_noise_stddev_mps2=0.5),
-                                                         gnss=GnssConfig(horizontal_noise_stddev_m=1.0))
-    obs_q, obs_n = quiet.reset(scenario), noisy.reset(scenario)
+    noisy_sensors = SensorSuite(imu=ImuConfig(accel_noise_stddev_mps2=0.5),
+                                gnss=GnssConfig(horizontal_noise_stddev_m=1.0))
+    quiet, noisy = BuiltinSimulator(), BuiltinSimulator()
+    obs_q, obs_n = quiet.reset(scenario), noisy.reset(replace(scenario, sensors=noisy_sensors))
     lat, lon, _ = quiet.road_map.geolocation(obs_q.ego.x_m, obs_q.ego.y_m)
     assert (obs_q.gnss.latitude_deg, obs_q.gnss.longitude_deg) == pytest.approx((lat, lon), abs=1e-12)
     for _ in range(100):
