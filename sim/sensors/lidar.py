@@ -371,7 +371,10 @@ def _candidate_pairs(rays: _Rays, pose: tuple[float, ...], boxes: OrientedBoxes,
     distance_xy = np.hypot(offset_x, offset_y)
     radius_xy = np.hypot(boxes.length_m, boxes.width_m) / 2
     offset_z = boxes.base_z_m + half_height - z
-    in_range = np.hypot(distance_xy, offset_z) - np.hypot(radius_xy, half_height) <= range_m
+    # Out-of-range boxes (most of a town's static geometry) leave before the per-ray tests.
+    near = np.flatnonzero(np.hypot(distance_xy, offset_z) - np.hypot(radius_xy, half_height) <= range_m)
+    offset_x, offset_y, distance_xy, radius_xy = offset_x[near], offset_y[near], distance_xy[near], radius_xy[near]
+    base_z, height = boxes.base_z_m[near], boxes.height_m[near]
     around = distance_xy <= radius_xy  # the sensor is inside the footprint's disc
     with np.errstate(divide="ignore", invalid="ignore"):
         half_angle = np.where(around, math.pi, np.arcsin(np.minimum(radius_xy / distance_xy, 1.0)))
@@ -381,15 +384,16 @@ def _candidate_pairs(rays: _Rays, pose: tuple[float, ...], boxes: OrientedBoxes,
 
     near_xy = np.where(around, 0.0, distance_xy - radius_xy)
     far_xy = distance_xy + radius_xy
-    bottom, top = boxes.base_z_m - z, boxes.base_z_m + boxes.height_m - z
+    bottom, top = base_z - z, base_z + height - z
     lowest = np.arctan2(bottom, np.where(bottom < 0, near_xy, far_xy)) - _PREFILTER_MARGIN_RAD
     highest = np.arctan2(top, np.where(top > 0, near_xy, far_xy)) + _PREFILTER_MARGIN_RAD
     elevation = rays.elevation_rad[None, :]
     elevation_ok = (elevation >= lowest[:, None]) & (elevation <= highest[:, None])
 
-    live = np.flatnonzero(in_range & azimuth_ok.any(axis=1) & elevation_ok.any(axis=1))
+    live = np.flatnonzero(azimuth_ok.any(axis=1) & elevation_ok.any(axis=1))
     candidates = elevation_ok[live, :, None] & azimuth_ok[live, None, :]
     box, channel, column = np.nonzero(candidates)
+    live = near[live]
     return live[box], channel, column
 
 
