@@ -54,8 +54,10 @@ def _make_agent(name: AgentName):
 
 
 def _scenarios(scenario: Optional[str], suite: Optional[str], town: Optional[str], route: Optional[RouteKind],
-               route_length_m: float, npc_vehicles: Optional[int], pedestrians: Optional[int]):
-    from sim.scenario import Scenario, benchmark_suite, load_scenario
+               route_length_m: float, npc_vehicles: Optional[int], pedestrians: Optional[int],
+               weather: Optional[str], sensors: Optional[str]):
+    from sim.scenario import WEATHER_PRESETS, Scenario, benchmark_suite, load_scenario
+    from sim.sensors.suite import SensorConfigError, load_suite
     if sum(x is not None for x in (scenario, suite, town)) > 1:
         _fail("give one of --scenario, --suite or --town")
     if town is None and route is not None:
@@ -71,8 +73,28 @@ def _scenarios(scenario: Optional[str], suite: Optional[str], town: Optional[str
         chosen = [Scenario(name=f"{name}_random_{route_length_m:.0f}m", town=town, route_length_m=route_length_m)]
     else:
         chosen = [load_scenario(scenario or "default")]
-    overrides = {k: v for k, v in (("npc_vehicles", npc_vehicles), ("pedestrians", pedestrians)) if v is not None}
+    overrides = {k: v for k, v in (("npc_vehicles", npc_vehicles), ("pedestrians", pedestrians),
+                                   ("weather", weather)) if v is not None}
+    if weather is not None and weather not in WEATHER_PRESETS:
+        _fail(f"unknown weather {weather!r} (one of {', '.join(WEATHER_PRESETS)})")
+    if sensors is not None:
+        try:
+            overrides["sensors"] = load_suite(sensors)
+        except SensorConfigError as exc:
+            _fail(str(exc))
     return [replace(s, **overrides) for s in chosen]
+
+
+def _with_video_camera(scenario):
+    """The scenario, with a front RGB camera and labels for the video's overlays."""
+    from sim.sensors.suite import load_suite
+    camera = load_suite("front_rgb").cameras[0]
+    sensors = replace(scenario.sensors.with_camera(camera), ground_truth=True)
+    return replace(scenario, sensors=sensors)
+
+
+def _video_path(video: Path, scenario, single: bool) -> Path:
+    return video if single else video.with_name(f"{video.stem}_{scenario.name}_seed{scenario.seed}{video.suffix}")
 
 
 @app.command()
@@ -90,6 +112,12 @@ def drive(
     out: Path = typer.Option(Path("out/drive"), help="Directory for results.json and bird's-eye PNGs."),
     png: bool = typer.Option(True, help="Write a bird's-eye PNG per episode."),
     as_json: bool = typer.Option(False, "--json", help="Print the episode results as JSON on stdout."),
+    weather: Optional[str] = typer.Option(None, help="Override the scenario's weather: clear_noon, overcast, "
+                                                     "sunset, night, rain, fog."),
+    sensors: Optional[str] = typer.Option(None, help="Override the scenario's sensors with a shipped suite "
+                                                     "(sim/config/sensors): full, front_rgb."),
+    video: Optional[Path] = typer.Option(None, help="Write an MP4 of the front camera with overlays beside a "
+                                                    "bird's-eye view (one file per episode)."),
 ) -> None:
     """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
     from sim.birdseye import save_birdseye
@@ -103,8 +131,11 @@ def drive(
     except OSError as exc:
         _fail(f"cannot write results to {out}: {exc.strerror or exc}")
     try:
-        chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians)
+        chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians, weather,
+                            sensors)
         runs_todo = [s.with_seed((s.seed if seed is None else seed) + k) for s in chosen for k in range(episodes)]
+        if video is not None:
+            runs_todo = [_with_video_camera(s) for s in runs_todo]
         sim = BuiltinSimulator()
         results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -113,8 +144,12 @@ def drive(
             overall = progress.add_task("episodes", total=len(runs_todo), rc="")
             for sc in runs_todo:
                 task = progress.add_task(f"{sc.name} seed {sc.seed}", total=100, rc="route   0.0 %")
+                observers = []
+                if video is not None:
+                    from sim.video import VideoObserver
+                    observers.append(VideoObserver(_video_path(video, sc, len(runs_todo) == 1), sim.dt_s))
                 run = run_episode(sim, sc, _make_agent(agent), on_step=lambda pct, t=task: progress.update(
-                    t, completed=pct, rc=f"route {pct:5.1f} %"))
+                    t, completed=pct, rc=f"route {pct:5.1f} %"), observers=observers)
                 progress.update(task, completed=100)
                 progress.update(overall, advance=1)
                 results.append(run.result)

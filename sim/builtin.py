@@ -132,7 +132,8 @@ class BuiltinSimulator:
         sensor_rng = np.random.default_rng([scenario.seed, 1])
         self.imu = Imu(scenario.sensors.imu, sensor_rng)
         self.gnss = Gnss(scenario.sensors.gnss, sensor_rng, self._map.geolocation)
-        self.sensors.reset(scenario.sensors, self._map, scenario.weather, scenario.seed)
+        self.sensors.reset(scenario.sensors, self._map, self._route, scenario.weather, scenario.seed,
+                           self.vehicle.height_m)
         self._contacts: frozenset[int] = frozenset()
         return self._observe()
 

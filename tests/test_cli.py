@@ -55,6 +55,9 @@ def test_routes_lists_the_benchmark():
     (["--suite", "everything"], "unknown suite 'everything'"),
     (["--town", "atlantis"], "unknown town 'atlantis'"),
     (["--town", "{missing}"], "no such map file"),
+    (["--scenario", "{lidar}"], "sensors.lidar: LidarConfig.channels=200 is outside [1, 128]"),
+    (["--scenario", "default", "--sensors", "everything"], "unknown sensor suite 'everything'"),
+    (["--scenario", "default", "--weather", "snow"], "unknown weather 'snow'"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     bad = tmp_path / "bad.xodr"
@@ -63,7 +66,9 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     far.write_text("town: grid_town\nstart: [-98.25, 50.0, 1.5708]\ngoal: [5000.0, 5000.0]\n")
     nan = tmp_path / "nan.yaml"
     nan.write_text("town: grid_town\nstart: [.nan, 50.0, 1.5708]\ngoal: [0.0, 0.0]\n")
-    args = [a.format(bad=bad, far=far, nan=nan, missing=tmp_path / 'missing.xodr') for a in args]
+    lidar = tmp_path / "lidar.yaml"
+    lidar.write_text("town: grid_town\nroute_length_m: 100\nsensors:\n  lidar: {channels: 200}\n")
+    args = [a.format(bad=bad, far=far, nan=nan, lidar=lidar, missing=tmp_path / 'missing.xodr') for a in args]
     if args[0] == "--town" and args[1] == str(far):
         args = ["--scenario", str(far)]
     proc = drivestack("drive", *args, "--out", str(tmp_path / "o"), "--no-png")
@@ -71,3 +76,21 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_drive_writes_a_video_of_the_front_camera(tmp_path):
+    import cv2
+    video = tmp_path / "v" / "drive.mp4"
+    proc = drivestack("drive", "--town", "grid_town", "--route", "random", "--route-length-m", "60",
+                      "--npc-vehicles", "3", "--pedestrians", "2", "--weather", "sunset", "--video", str(video),
+                      "--no-png", "--out", str(tmp_path / "o"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    capture = cv2.VideoCapture(str(video))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = capture.read()
+    capture.release()
+    duration_s = json.loads(proc.stdout)["routes"][0]["duration_s"]
+    # One frame per observation: the reset's and one per step (the referee's clock starts
+    # at the first step, so the steps are one more than its duration / dt).
+    assert ok and frames == round(duration_s / 0.05) + 2
+    assert frame.shape[1] > frame.shape[0] and frame.std() > 10  # camera beside the bird's-eye view

@@ -210,9 +210,13 @@ def _model_polygons_px(camera: CameraConfig, box: Box3D, triangles_body: np.ndar
     origin = np.array([box.x_m, box.y_m, box.z_m - box.height_m / 2.0])
     ego = triangles_body.reshape(-1, 3) @ rotation.T + origin
     opt = camera.base_link_to_optical(ego).reshape(-1, 3, 3)
+    # The renderer culls back faces, and a closed model's back faces lie behind its front
+    # faces: only triangles facing the camera (outward normal towards it) shape the union.
+    normal = np.cross(opt[:, 1] - opt[:, 0], opt[:, 2] - opt[:, 0])
+    opt = opt[np.einsum("ij,ij->i", normal, opt[:, 0]) < 0.0]
     front = opt[..., 2] > NEAR_PLANE_M
     whole = front.all(axis=1)
-    polygons = list(_project_optical(camera, opt[whole]))
+    polygons = [_project_optical(camera, opt[whole])]  # one (M, 3, 2) array: filled in a batch
     # Only triangles straddling the near plane need the (slow, per-triangle) clip.
     for triangle in opt[front.any(axis=1) & ~whole]:
         polygons.append(_project_optical(camera, _clip_polygon_to_near_plane(triangle)))
@@ -224,14 +228,17 @@ def _fill_count(convex_polygons_px: Sequence[np.ndarray], roi: tuple[int, int, i
     u0, v0, u1, v1 = roi
     mask = np.zeros((v1 - v0, u1 - u0), dtype=np.uint8)
     scale = 1 << _FILL_SHIFT_BITS
-    for polygon in convex_polygons_px:
-        if len(polygon) < 3:
+    for polygons in convex_polygons_px:
+        # A single polygon (K, 2) or a batch of triangles (M, 3, 2), converted in one go.
+        batch = polygons if polygons.ndim == 3 else polygons[None]
+        if batch.shape[1] < 3:
             continue
         # Pixel (col j, row i) covers [j, j+1) x [i, i+1) in camera pixels; cv2 puts it at j.
-        fixed = np.round((np.clip(polygon, -_MAX_ABS_PX, _MAX_ABS_PX) - (u0 + 0.5, v0 + 0.5)) * scale)
+        fixed = np.round((np.clip(batch, -_MAX_ABS_PX, _MAX_ABS_PX) - (u0 + 0.5, v0 + 0.5)) * scale).astype(np.int32)
         # One polygon per call: cv2.fillPoly fills several by the even-odd rule, and the
-        # front and back faces of a mesh overlap, which would punch holes in the union.
-        cv2.fillConvexPoly(mask, fixed.astype(np.int32), 1, shift=_FILL_SHIFT_BITS)
+        # faces of a non-convex model overlap, which would punch holes in the union.
+        for polygon in fixed:
+            cv2.fillConvexPoly(mask, polygon, 1, shift=_FILL_SHIFT_BITS)
     return int(np.count_nonzero(mask)), mask
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from drivestack.schema import (
-    ActorKind, ActorState, CameraImage, EgoState, GroundTruth, LidarScan, TrafficLight)
+    ActorKind, ActorState, Box3D, CameraImage, EgoState, GroundTruth, LidarScan, ObjectClass, Route, TrafficLight)
 from sim.road_map import RoadMap
 from sim.sensors.lidar import OrientedBoxes, RayCastLidar, mount_pose_world
 from sim.sensors.suite import SensorSuite
@@ -30,8 +30,11 @@ class SensorRig:
         self.world = None
         self.lidar: RayCastLidar | None = None
 
-    def reset(self, suite: SensorSuite, road_map: RoadMap, weather: str, seed: int) -> None:
+    def reset(self, suite: SensorSuite, road_map: RoadMap, route: Route, weather: str, seed: int,
+              ego_height_m: float) -> None:
         self.suite = suite
+        # Lane labels follow the route through junctions, as a driver's lane model would.
+        self._route_lanes = [w.lane_segment_id for w in route.waypoints if w.lane_segment_id >= 0]
         needs_world = bool(suite.cameras or suite.lidar or suite.ground_truth)
         self.world = None
         if needs_world:
@@ -42,21 +45,20 @@ class SensorRig:
         self.lidar = RayCastLidar(suite.lidar, np.random.default_rng([seed, _LIDAR_STREAM])) if suite.lidar else None
         self.road_map = road_map
         if suite.cameras:
-            self._reset_renderer(suite, weather, seed)
+            self._reset_renderer(suite, weather, seed, ego_height_m)
         elif self._renderer is not None:
             self.close()
 
-    def _reset_renderer(self, suite: SensorSuite, weather: str, seed: int) -> None:
+    def _reset_renderer(self, suite: SensorSuite, weather: str, seed: int, ego_height_m: float) -> None:
         from sim.render.panda_renderer import CameraRenderer
-        from sim.render.textures import make_textures
         from sim.render.weather import weather_preset
         if self._renderer is None or self._cameras != suite.cameras:
             self.close()
-            self._renderer = CameraRenderer(suite.cameras)
+            self._renderer = CameraRenderer(suite.cameras, ego_height_m=ego_height_m)
             self._cameras = suite.cameras
         look_rng = np.random.default_rng([seed, _LOOK_STREAM])
         self._renderer.reset(seed=int(np.random.default_rng([seed, _CAMERA_STREAM]).integers(2**31)))
-        self._renderer.set_world(self.world, make_textures(seed if suite.randomize else 0, suite.randomize))
+        self._renderer.set_world(self.world, self.world.textures)
         self._renderer.set_weather(weather_preset(weather, look_rng, suite.randomize))
 
     def observe(self, stamp_ns: int, dt_s: float, ego: EgoState, ego_height_m: float,
@@ -78,9 +80,21 @@ class SensorRig:
         truth = None
         if self.suite.ground_truth:
             from sim.sensors.ground_truth import frame_ground_truth
-            truth = frame_ground_truth(self.road_map, ego, actors, lights, self.world.light_heads,
-                                       ego_lane_segment_id, self.suite.cameras, images)
+            truth = frame_ground_truth(
+                ego=ego, actors=actors, lights=lights, ego_lane_segment_id=ego_lane_segment_id,
+                road_map=self.road_map, cameras=self.suite.cameras, images=images,
+                light_heads=self.world.light_heads, silhouettes=self._silhouette,
+                lane_sequence=self._route_lanes)
         return images, scan, truth
+
+    def _silhouette(self, box: Box3D) -> list | None:
+        """The rendered model of a labelled actor, for its unoccluded pixel count."""
+        if self._renderer is None or box.object_class == ObjectClass.TRAFFIC_LIGHT:
+            return None  # a light housing is its box
+        from sim.render.actors import actor_mesh
+        kind = ActorKind.VEHICLE if box.object_class == ObjectClass.VEHICLE else ActorKind.PEDESTRIAN
+        actor = ActorState(box.instance_id - 1, kind, 0.0, 0.0, 0.0, 0.0, box.length_m, box.width_m, box.height_m)
+        return actor_mesh(actor, self._renderer.seed)
 
     def close(self) -> None:
         if self._renderer is not None:
