@@ -390,10 +390,17 @@ def _candidate_pairs(rays: _Rays, pose: tuple[float, ...], boxes: OrientedBoxes,
     elevation = rays.elevation_rad[None, :]
     elevation_ok = (elevation >= lowest[:, None]) & (elevation <= highest[:, None])
 
-    live = np.flatnonzero(azimuth_ok.any(axis=1) & elevation_ok.any(axis=1))
-    candidates = elevation_ok[live, :, None] & azimuth_ok[live, None, :]
-    box, channel, column = np.nonzero(candidates)
-    live = near[live]
+    # Each box's (channel, column) pairs are the product of its channels and its columns;
+    # built from the two small masks rather than a boxes x channels x columns one.
+    channel_box, channel = np.nonzero(elevation_ok)
+    column_box, column = np.nonzero(azimuth_ok)
+    columns_per_box = np.bincount(column_box, minlength=len(near))
+    first_column = np.cumsum(columns_per_box) - columns_per_box
+    repeats = columns_per_box[channel_box]
+    entry = np.repeat(np.arange(len(channel)), repeats)
+    within = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    box = channel_box[entry]
+    return near[box], channel[entry], column[first_column[box] + within]
     return live[box], channel, column
 
 
