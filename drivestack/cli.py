@@ -37,7 +37,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sim.road_map import MapError
     from sim.route_planner import NoRouteError
     from sim.scenario import ScenarioError
-    return ConfigError, MapError, NoRouteError, ScenarioError
+    from sim.video import VideoError
+    return ConfigError, MapError, NoRouteError, ScenarioError, VideoError
 
 
 def _fail(message: str) -> None:
@@ -130,6 +131,13 @@ def drive(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"cannot write results to {out}: {exc.strerror or exc}")
+    if video is not None:
+        if video.suffix not in (".mp4", ".avi"):
+            _fail(f"--video {video}: give a .mp4 or .avi file name")
+        try:
+            video.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"cannot write the video to {video}: {exc.strerror or exc}")
     try:
         chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians, weather,
                             sensors)

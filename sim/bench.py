@@ -25,7 +25,7 @@ from sim.sensors.lidar import LidarConfig
 from sim.sensors.suite import SensorSuite, load_suite
 
 STEPS = 4000
-SENSOR_STEPS = 1000
+SENSOR_STEPS = 400
 
 
 def _expert(road_map, route, sim):

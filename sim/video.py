@@ -313,7 +313,10 @@ class VideoObserver:
         self._video: EpisodeVideo | None = None
 
     def start(self, road_map: RoadMap, route: Route) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VideoError(f"cannot write the video to {self.path}: {exc.strerror or exc}") from None
         self._video = EpisodeVideo(self.path, road_map, route, self.fps, self.camera_name)
         self._progress = RouteProgress(route)
 

@@ -58,6 +58,8 @@ def test_routes_lists_the_benchmark():
     (["--scenario", "{lidar}"], "sensors.lidar: LidarConfig.channels=200 is outside [1, 128]"),
     (["--scenario", "default", "--sensors", "everything"], "unknown sensor suite 'everything'"),
     (["--scenario", "default", "--weather", "snow"], "unknown weather 'snow'"),
+    (["--scenario", "default", "--video", "/proc/no/such/dir/v.mp4"], "cannot write the video"),
+    (["--scenario", "default", "--video", "{lidar}"], "give a .mp4 or .avi file name"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     bad = tmp_path / "bad.xodr"
