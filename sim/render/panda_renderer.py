@@ -51,7 +51,6 @@ from panda3d.core import (
     AmbientLight,
     BitMask32,
     ColorBlendAttrib,
-    ColorScaleAttrib,
     CullBinEnums,
     CullBinManager,
     CullFaceAttrib,
@@ -72,7 +71,6 @@ from panda3d.core import (
     LightAttrib,
     LODNode,
     LPoint3,
-    LVecBase4,
     LVector3,
     Mat4,
     NodePath,
@@ -330,7 +328,7 @@ def _vertex_format(normals: bool, uv: bool) -> GeomVertexFormat:
 
 
 def _make_geom(vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray,
-               normals: np.ndarray | None = None, uv: np.ndarray | None = None) -> Geom:
+               normals: np.ndarray | None = None, uv: np.ndarray | None = None, weld: bool = True) -> Geom:
     columns = [np.asarray(vertices, np.float32)]
     if normals is not None:
         columns.append(np.asarray(normals, np.float32))
@@ -338,6 +336,9 @@ def _make_geom(vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray,
     if uv is not None:
         columns.append(np.asarray(uv, np.float32))
     data = np.ascontiguousarray(np.hstack(columns), dtype=np.float32)
+    if weld:
+        rows, triangles = _welded(data, triangles)
+        data = data[rows]
     vdata = GeomVertexData("v", _vertex_format(normals is not None, uv is not None), Geom.UH_static)
     vdata.unclean_set_num_rows(len(data))
     np.frombuffer(memoryview(vdata.modify_array(0)).cast("B"), np.float32)[:] = data.ravel()
@@ -349,6 +350,17 @@ def _make_geom(vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray,
     geom = Geom(vdata)
     geom.add_primitive(prim)
     return geom
+
+
+def _welded(attributes: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices whose attributes (one row each) are identical, merged: the rows to
+    keep and the triangles re-indexed into them. tinydisplay transforms every vertex
+    of a geom each frame (~400 instructions apiece), and meshes built face by face
+    (grass tiles, boxes) repeat most of theirs; the image does not change."""
+    rows = np.ascontiguousarray(attributes)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.ravel()[np.asarray(triangles, np.int64)]
 
 
 def _submesh(vertices: np.ndarray, triangles: np.ndarray, tri_subset: np.ndarray, *columns: np.ndarray | None
@@ -371,11 +383,18 @@ def _state(texture: Texture | None = None, unlit: bool = False, two_sided: bool 
 
 
 def _rgb_node(name: str, meshes: Sequence[Mesh]) -> NodePath:
-    """Untextured meshes (actor models, lamps) as one node, one geom per mesh."""
+    """Untextured meshes (actor models, lamps) as one node, one geom per render state
+    (draw calls are what small models cost)."""
     node = GeomNode(name)
+    groups: dict[tuple[bool, bool], list[Mesh]] = {}
     for mesh in meshes:
-        node.add_geom(_make_geom(mesh.vertices, mesh.triangles, mesh.colour, mesh.normals),
-                      _state(None, mesh.emissive, mesh.semantic_id in TWO_SIDED_CLASSES))
+        groups.setdefault((mesh.emissive, mesh.semantic_id in TWO_SIDED_CLASSES), []).append(mesh)
+    for (emissive, two_sided), group in groups.items():
+        offsets = np.cumsum([0] + [len(m.vertices) for m in group[:-1]])
+        node.add_geom(_make_geom(np.concatenate([m.vertices for m in group]),
+                                 np.concatenate([m.triangles + o for m, o in zip(group, offsets)]),
+                                 np.concatenate([m.colour for m in group]), np.concatenate([m.normals for m in group])),
+                      _state(None, emissive, two_sided))
     return NodePath(node)
 
 
@@ -638,7 +657,7 @@ class _StaticScene:
     def __init__(self, meshes: list[Mesh], heads: Sequence, textures: Mapping[str, Texture]) -> None:
         self.rgb = NodePath("static")
         self.label = NodePath("static")
-        self.road_geoms: list[tuple[GeomNode, int, RenderState]] = []  # wet roads darken
+        self.sunlit = _SunlitColours()
         instances, housed = _light_instances(meshes, heads)
         # A head the world gave no housing gets the renderer's own box.
         for i, head in enumerate(heads):
@@ -687,18 +706,96 @@ class _StaticScene:
         self.table = book.table()
 
     def _rgb_geoms(self, parts: Sequence[_Part], textures: Mapping[str, Texture]) -> GeomNode:
+        """One geom per render state (texture, faces culled or not), in draw order:
+        tinydisplay pays ~3 us per draw call, and a cell has dozens of meshes that
+        share a few textures. Colours are written by :meth:`bake`."""
         node = GeomNode("cell")
-        for part in parts:
+        groups: dict[tuple, list[Mesh]] = {}
+        for part in parts:  # sorted by draw order: groups keep occluders first
             mesh = part.mesh
-            texture = textures.get(mesh.texture) if mesh.texture else None
+            texture = mesh.texture if mesh.texture in textures else None
             if mesh.texture and texture is None:
                 log.warning("no texture %r: drawn untextured", mesh.texture)
-            state = _state(texture, mesh.emissive, mesh.semantic_id in TWO_SIDED_CLASSES)
-            node.add_geom(_make_geom(mesh.vertices, mesh.triangles, mesh.colour, mesh.normals,
-                                     mesh.uv if texture is not None else None), state)
-            if mesh.semantic_id in ROAD_CLASSES:
-                self.road_geoms.append((node, node.get_num_geoms() - 1, state))
+            key = (_DRAW_ORDER.get(mesh.semantic_id, 5), texture, mesh.semantic_id in TWO_SIDED_CLASSES)
+            groups.setdefault(key, []).append(mesh)
+        for (_, texture, two_sided), meshes in groups.items():
+            offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
+            triangles = np.concatenate([m.triangles + o for m, o in zip(meshes, offsets)])
+            # Everything the baked colour depends on, so welded vertices share it.
+            lighting = np.concatenate([np.column_stack([m.vertices, m.colour, m.normals, m.uv,
+                                                        np.full((len(m.vertices), 2), (m.emissive, m.semantic_id))])
+                                       for m in meshes]).astype(np.float32)
+            if texture is None:
+                lighting[:, 10:12] = 0.0
+            rows, triangles = _welded(lighting, triangles)
+            lighting = lighting[rows]
+            uv = lighting[:, 10:12] if texture is not None else None
+            geom = _make_geom(lighting[:, :3], triangles, lighting[:, 3:7], uv=uv, weld=False)
+            node.add_geom(geom, _state(textures[texture] if texture is not None else None, unlit=True,
+                                       two_sided=two_sided))
+            self.sunlit.add(geom.modify_vertex_data(), albedo=lighting[:, 3:6], normal=lighting[:, 7:10],
+                            lit=lighting[:, 12] == 0, road=np.isin(lighting[:, 13], ROAD_CLASSES))
         return node
+
+    def bake(self, preset: WeatherPreset) -> None:
+        """Light the static geometry for ``preset`` (a no-op if it already is)."""
+        self.sunlit.bake(preset)
+
+
+class _SunlitColours:
+    """The static RGB geometry's vertex colours with the sun and ambient light baked
+    in, exactly as Panda 1.10's tinydisplay lights a vertex of colour c (which it
+    applies twice: c * c * (ambient + sun * max(0, n . l)), then clamped); emissive
+    meshes keep their colour. The sun stays put for an episode, so lighting is
+    computed once per weather instead of per vertex every frame (a third of the RGB
+    pass). Wet roads' darkening (``road_brightness``, a colour scale, so squared
+    too) is baked in as well."""
+
+    def __init__(self) -> None:
+        self._geoms: list[tuple[GeomVertexData, int, int]] = []  # data, first row, rows
+        self._albedo: list[np.ndarray] = []
+        self._normal: list[np.ndarray] = []
+        self._lit: list[np.ndarray] = []  # False: emissive
+        self._road: list[np.ndarray] = []
+        self._rows = 0
+        self._packed: tuple[np.ndarray, ...] | None = None
+        self._baked_for: tuple | None = None
+
+    def add(self, vdata: GeomVertexData, albedo: np.ndarray, normal: np.ndarray, lit: np.ndarray,
+            road: np.ndarray) -> None:
+        """A geom's vertex data and, per row: colour, normal, lit (not emissive), road."""
+        rows = len(albedo)
+        if vdata.get_num_rows() != rows:
+            raise ValueError(f"vertex data has {vdata.get_num_rows()} rows, lighting inputs {rows}")
+        self._geoms.append((vdata, self._rows, rows))
+        self._rows += rows
+        self._albedo.append(albedo)
+        self._normal.append(normal)
+        self._lit.append(lit)
+        self._road.append(road)
+        self._packed, self._baked_for = None, None
+
+    def bake(self, preset: WeatherPreset) -> None:
+        key = (tuple(preset.sun_direction), preset.sun_rgb, preset.ambient_rgb, preset.road_brightness)
+        if key == self._baked_for or not self._geoms:
+            return
+        if self._packed is None:
+            self._packed = tuple(np.concatenate(a) for a in (self._albedo, self._normal, self._lit, self._road))
+        albedo, normal, lit, road = self._packed
+        # float32 like tinydisplay's lighting; the light arrives along -sun_direction.
+        cosine = np.maximum(normal @ preset.sun_direction.astype(np.float32), np.float32(0.0))
+        light = np.asarray(preset.ambient_rgb, np.float32) + cosine[:, None] * np.asarray(preset.sun_rgb, np.float32)
+        scaled = albedo.copy()
+        scaled[road] *= np.float32(preset.road_brightness)
+        colour = scaled * light * scaled
+        colour[~lit] = scaled[~lit]
+        np.clip(colour, 0.0, 1.0, out=colour)
+        for vdata, first, rows in self._geoms:
+            array = vdata.modify_array(0)
+            stride = array.get_array_format().get_stride() // 4
+            data = np.frombuffer(memoryview(array).cast("B"), np.float32).reshape(rows, stride)
+            data[:, 3:6] = colour[first:first + rows]  # columns: vertex, colour, [texcoord]
+        self._baked_for = key
 
 
 # -- the sky ----------------------------------------------------------------------------------
@@ -837,9 +934,10 @@ class CameraRenderer:
             root.set_light(self._sun_path)
             root.set_light(self._ambient_path)
         self._sky = self._rgb_root.attach_new_node(GeomNode("sky"))
-        self._sky.set_bin("background", 0)
+        # Drawn after the scene, where nothing else is (the dome lies inside the far
+        # plane): filling the whole frame first and painting over it cost a pass.
+        self._sky.set_bin("fixed", 0)
         self._sky.set_depth_write(False)
-        self._sky.set_depth_test(False)
         self._sky.set_light_off(1)
         self._sky.set_two_sided(True)
 
@@ -963,7 +1061,7 @@ class CameraRenderer:
         self._actor_base = len(self._static_table.offset)
         self._world_ref = world
         self._clear_actors()
-        self._apply_road_brightness()
+        self._static.bake(self.preset)
         for light_id in self._static.lamps:
             self._set_lamps(light_id, TrafficLightState.OFF)
 
@@ -991,17 +1089,10 @@ class CameraRenderer:
         for view in self._views:
             if view.rgb_buffer is not None:
                 view.rgb_buffer.set_clear_color(LColor(*preset.sky_horizon_rgb, 1.0))
-        self._apply_road_brightness()
+        if self._static is not None:
+            self._static.bake(preset)
         for model in self._models.values():
             self._set_vehicle_lamps(model)
-
-    def _apply_road_brightness(self) -> None:
-        if self._static is None:
-            return
-        b = self.preset.road_brightness
-        scale = ColorScaleAttrib.make(LVecBase4(b, b, b, 1.0))
-        for node, index, state in self._static.road_geoms:
-            node.set_geom_state(index, state.add_attrib(scale))
 
     # -- actors ---------------------------------------------------------------------------
 
