@@ -100,6 +100,26 @@ def model_mesh(style: ActorStyle, length_m: float, width_m: float, height_m: flo
     return _vehicle(style, length_m, width_m, height_m)
 
 
+def actor_far_mesh(actor: ActorState, seed: int) -> list[Mesh]:
+    """The simplified model renderers draw for ``actor`` when it is far away (a few
+    pixels tall): same box, semantic class and look, a tenth of the vertices. Cached
+    like :func:`actor_mesh`; the same list as it where there is nothing to simplify."""
+    style = actor_style(actor.kind, actor.actor_id, seed)
+    dims = (round(float(actor.length_m), 4), round(float(actor.width_m), 4), round(float(actor.height_m), 4))
+    return far_model_mesh(style, *dims)
+
+
+@functools.lru_cache(maxsize=512)
+def far_model_mesh(style: ActorStyle, length_m: float, width_m: float, height_m: float) -> list[Mesh]:
+    """The far model of ``style``: vehicles as body, cabin, one dark block for the
+    wheels and the lamps; pedestrians as legs, torso and head."""
+    if style.shape in VEHICLE_SHAPES:
+        return _vehicle(style, length_m, width_m, height_m, far=True)
+    if style.shape == "pedestrian":
+        return _pedestrian(style, length_m, width_m, height_m, far=True)
+    return model_mesh(style, length_m, width_m, height_m)
+
+
 # -- a tiny mesh builder ------------------------------------------------------------------
 
 
@@ -209,7 +229,7 @@ _PROFILES = {
 }
 
 
-def _vehicle(style: ActorStyle, length: float, width: float, height: float) -> list[Mesh]:
+def _vehicle(style: ActorStyle, length: float, width: float, height: float, far: bool = False) -> list[Mesh]:
     p = _PROFILES[style.shape]
     paint = _Builder(PAINT_RGB[style.colour_index % len(PAINT_RGB)])
     glass, trim = _Builder(GLASS_RGB), _Builder(TRIM_RGB)
@@ -225,10 +245,14 @@ def _vehicle(style: ActorStyle, length: float, width: float, height: float) -> l
     # The cabin stays inside the bumpers so both profiles remain convex.
     x_at = lambda fraction: min(max(-half_l + fraction * length, -bumper_x + 0.07), bumper_x - 0.13)  # noqa: E731
     rear_base, front_base, rear_roof, front_roof = (x_at(f) for f in p["cabin"])
-    lower = _dedupe_profile(np.array([
-        (-bumper_x, clearance), (-bumper_x, trunk - 0.05), (-bumper_x + 0.06, trunk), (rear_base, belt),
-        (front_base, belt), (bumper_x - 0.12, bonnet), (bumper_x, bonnet - 0.06), (bumper_x, clearance),
-    ]))
+    if far:  # no chamfers: a few centimetres are a fraction of a pixel there
+        lower = _dedupe_profile(np.array([(-bumper_x, clearance), (-bumper_x, trunk), (rear_base, belt),
+                                          (front_base, belt), (bumper_x, bonnet), (bumper_x, clearance)]))
+    else:
+        lower = _dedupe_profile(np.array([
+            (-bumper_x, clearance), (-bumper_x, trunk - 0.05), (-bumper_x + 0.06, trunk), (rear_base, belt),
+            (front_base, belt), (bumper_x - 0.12, bonnet), (bumper_x, bonnet - 0.06), (bumper_x, clearance),
+        ]))
     paint.tapered_prism(lower, lambda z: body_hw)
 
     # Cabin (greenhouse): glass all round, painted roof, narrower at the roof.
@@ -236,7 +260,7 @@ def _vehicle(style: ActorStyle, length: float, width: float, height: float) -> l
     roof_hw = body_hw - 0.10 * width
     taper = lambda z: body_hw - 0.02 + (roof_hw - body_hw + 0.02) * (z - belt) / (height - belt)  # noqa: E731
     paint.tapered_prism(cabin, taper, faces=[glass, paint, glass, trim], sides=glass)
-    if style.shape == "pickup":  # the bed's side rails and tailgate
+    if style.shape == "pickup" and not far:  # the bed's side rails and tailgate
         wall_top = trunk + 0.16
         paint.box((-bumper_x, body_hw - 0.05, trunk), (rear_base - 0.04, body_hw, wall_top))
         paint.box((-bumper_x, -body_hw, trunk), (rear_base - 0.04, -body_hw + 0.05, wall_top))
@@ -248,7 +272,14 @@ def _vehicle(style: ActorStyle, length: float, width: float, height: float) -> l
     # box's rear bottom edge is the lowest thing in the image).
     overhang = min(radius + 0.2, 0.3 * length)
     wheel_x = (half_l - overhang, -half_l + overhang)
-    for x in wheel_x:
+    if far:  # the wheels and the shade between them: one block's four sides
+        x0, x1 = wheel_x[1] - radius, wheel_x[0] + radius
+        c = np.array([[x0, -half_w, 0.0], [x1, -half_w, 0.0], [x1, half_w, 0.0], [x0, half_w, 0.0],
+                      [x0, -half_w, clearance], [x1, -half_w, clearance], [x1, half_w, clearance],
+                      [x0, half_w, clearance]])
+        for face in ((0, 1, 5, 4), (2, 3, 7, 6), (1, 2, 6, 5), (3, 0, 4, 7)):
+            tyre.polygon(c[list(face)])
+    for x in wheel_x if not far else ():
         for side in (1.0, -1.0):
             y_in, y_out = sorted((side * (half_w - 0.22), side * half_w))
             # A vertex of the tyre polygon sits exactly at the bottom: it touches z = 0;
@@ -265,7 +296,8 @@ def _vehicle(style: ActorStyle, length: float, width: float, height: float) -> l
         tz0, tz1 = trunk - 0.05 - 0.16, trunk - 0.07
         tail.polygon(np.array([(-half_l, y1, tz0), (-half_l, y0, tz0), (-half_l, y0, tz1),
                                (-half_l, y1, tz1)]))
-    for x0, x1 in ((bumper_x - 0.02, bumper_x + 0.003), (-bumper_x - 0.003, -bumper_x + 0.02)):  # bumpers
+    bumpers = ((bumper_x - 0.02, bumper_x + 0.003), (-bumper_x - 0.003, -bumper_x + 0.02))
+    for x0, x1 in bumpers if not far else ():
         trim.box((x0, -body_hw + 0.05, clearance), (x1, body_hw - 0.05, clearance + 0.12))
     car = SEMANTIC_ID["car"]
     return _meshes([(paint, False), (glass, False), (trim, False), (tyre, False), (rim, False),
@@ -286,7 +318,7 @@ def _dedupe_profile(profile: np.ndarray) -> np.ndarray:
 # -- pedestrians ----------------------------------------------------------------------------
 
 
-def _pedestrian(style: ActorStyle, length: float, width: float, height: float) -> list[Mesh]:
+def _pedestrian(style: ActorStyle, length: float, width: float, height: float, far: bool = False) -> list[Mesh]:
     trousers_i = style.extra_index % len(TROUSERS_RGB)
     skin_i = (style.extra_index // len(TROUSERS_RGB)) % len(SKIN_RGB)
     hair_i = (style.extra_index // (len(TROUSERS_RGB) * len(SKIN_RGB))) % len(HAIR_RGB)
@@ -294,6 +326,11 @@ def _pedestrian(style: ActorStyle, length: float, width: float, height: float) -
     skin, hair, shoes = _Builder(SKIN_RGB[skin_i]), _Builder(HAIR_RGB[hair_i]), _Builder((0.07, 0.06, 0.06))
     hl, hw, h = length / 2.0, width / 2.0, height
     hip, shoulder, neck, crown = 0.48 * h, 0.80 * h, 0.84 * h, h
+    if far:  # legs (stride included), torso with arms, head
+        legs.box((-hl, -0.42 * hw, 0.0), (hl, 0.42 * hw, hip))
+        shirt.box((-0.38 * hl, -hw, hip - 0.05), (0.38 * hl, hw, shoulder))
+        skin.box((-0.32 * hl, -0.34 * hw, shoulder), (0.32 * hl, 0.34 * hw, crown))
+        return _meshes([(shirt, False), (legs, False), (skin, False)], SEMANTIC_ID["pedestrian"])
     # Mid-stride: front foot touches the front face, back foot the back face.
     shoes.box((0.35 * hl, -0.42 * hw, 0.0), (hl, -0.05 * hw, 0.07))
     shoes.box((-hl, 0.05 * hw, 0.0), (-0.35 * hl, 0.42 * hw, 0.07))

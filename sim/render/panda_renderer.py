@@ -30,8 +30,12 @@ film size and offset compensate).
 tinydisplay's cost is mostly per vertex (~50 ns) and per draw call (~3 us), so the
 town is cut into square cells (frustum culling) and each cell has a far version
 (thin triangles dropped, grass and walls merged into rectangles, tree crowns as
-small hulls) that LOD nodes switch to beyond ``LOD_SWITCH_M``. Labels follow the same
-switch, so they always describe the rendered image.
+small hulls) that LOD nodes switch to beyond ``LOD_SWITCH_M``, and a distant version
+(crowns as smaller hulls, objects under ``DISTANT_MIN_SIZE_M`` dropped) beyond
+``DISTANT_SWITCH_M``. Actors beyond ``ACTOR_LOD_SWITCH_M`` are drawn as their far model
+(:func:`sim.render.actors.actor_far_mesh`). Labels follow the same switches, so they
+always describe the rendered image; ground truth's visible fraction still compares with
+the full model's silhouette, from which a far model's differs by about a pixel.
 
 Lifecycle: ``CameraRenderer(cameras)``, ``set_world``, ``set_weather``, ``reset`` per
 episode, ``render`` per step, ``close``. No ShowBase and no global state besides
@@ -74,6 +78,7 @@ from panda3d.core import (
     LVector3,
     Mat4,
     NodePath,
+    PandaNode,
     PerspectiveLens,
     RenderState,
     SamplerState,
@@ -96,7 +101,7 @@ from drivestack.schema import (
     instance_id_of_actor,
     instance_id_of_light,
 )
-from sim.render.actors import actor_mesh, actor_style, light_head_mesh, light_lamp_meshes
+from sim.render.actors import actor_far_mesh, actor_mesh, actor_style, light_head_mesh, light_lamp_meshes
 from sim.render.mesh import Mesh
 from sim.render.postprocess import SKY_DEPTH_M, PixelGeometry, SensorModel, SensorNoise, apply_weather
 from sim.render.weather import WeatherPreset, weather_preset
@@ -115,7 +120,15 @@ LOD_SWITCH_M = 48.0
 LOD_REFERENCE_FOCAL_PX = 160.0
 THIN_M = 0.5  # far cells drop triangles narrower than this (smallest altitude)
 CROWN_HULL_POINTS = 8  # far tree crowns: hull of this many of their vertices
-MAX_CODES_PER_ACTOR = 128  # label codes (planes) one actor model may use; ours use <= 60
+# Beyond this (same scaling) a cell switches to its distant version: crowns as hulls of
+# fewer points, and objects smaller than DISTANT_MIN_SIZE_M (< ~3 px there) dropped.
+DISTANT_SWITCH_M = 3.0 * LOD_SWITCH_M
+DISTANT_CROWN_HULL_POINTS = 5
+DISTANT_MIN_SIZE_M = 3.0
+MAX_CODES_PER_ACTOR = 128  # label codes (planes) one actor's near and far models may use; ours use <= 80
+# Beyond this (same scaling) actors are drawn as their far model (actors.actor_far_mesh)
+# in both passes: a car there is ~7 px tall, and the full model costs ~4x the vertices.
+ACTOR_LOD_SWITCH_M = 36.0
 DEFAULT_EGO_HEIGHT_M = 1.5
 SKY_ID = SEMANTIC_ID["sky"]
 SCENE_CACHE_SIZE = 3  # static scenes kept for worlds seen recently
@@ -428,7 +441,7 @@ def _texture(name: str, image: np.ndarray) -> Texture:
     return texture
 
 
-# -- the static scene: cells, each with a near and a far version -----------------------
+# -- the static scene: cells, each with a near, a far and a distant version -------------
 
 
 @dataclass
@@ -477,10 +490,11 @@ def _components(mesh: Mesh) -> tuple[int, np.ndarray, np.ndarray]:
     return count, label[weld], label[t[:, 0]]
 
 
-def _far_part(part: _Part) -> _Part | None:
+def _far_part(part: _Part, crown_points: int = CROWN_HULL_POINTS, min_size_m: float = 0.0) -> _Part | None:
     """The far version of a cell part: thin triangles (road lines, kerbs, poles,
     trunks) dropped, grass merged into rectangles, tree crowns reduced to the hull of
-    a few vertices, rectangular walls and roofs as two triangles each."""
+    ``crown_points`` vertices, rectangular walls and roofs as two triangles each, and
+    objects whose largest side is under ``min_size_m`` dropped (not ground or crowns)."""
     mesh = part.mesh
     labelled = np.ndim(part.instance) != 0 or part.instance != 0
     if mesh.semantic_id == SEMANTIC_ID["terrain"] and _is_flat_ground(mesh) and not labelled:
@@ -497,8 +511,27 @@ def _far_part(part: _Part) -> _Part | None:
         return None
     mesh = _mesh_subset(mesh, kept)
     if mesh.semantic_id == SEMANTIC_ID["vegetation"] and mesh.texture is not None:
-        mesh = _coarse_crowns(mesh)
+        mesh = _coarse_crowns(mesh, crown_points)
+    elif min_size_m > 0.0 and mesh.semantic_id not in GROUND_CLASSES:
+        mesh = _without_small_objects(mesh, min_size_m)
+        if mesh is None:
+            return None
     return _Part(_merge_rectangles(mesh), 0)
+
+
+def _without_small_objects(mesh: Mesh, min_size_m: float) -> Mesh | None:
+    """``mesh`` less its connected objects whose bounding box is under ``min_size_m``
+    on every side (benches, bins, rooftop plant rooms seen from afar); None if none is left."""
+    count, vertex_object, triangle_object = _components(mesh)
+    lo = np.full((count, 3), np.inf)
+    hi = np.full((count, 3), -np.inf)
+    np.minimum.at(lo, vertex_object, mesh.vertices)
+    np.maximum.at(hi, vertex_object, mesh.vertices)
+    big = (hi - lo).max(axis=1) >= min_size_m
+    kept = np.flatnonzero(big[triangle_object])
+    if not len(kept):
+        return None
+    return mesh if len(kept) == len(mesh.triangles) else _mesh_subset(mesh, kept)
 
 
 def _merge_rectangles(mesh: Mesh) -> Mesh:
@@ -603,7 +636,7 @@ def _merge_ground(mesh: Mesh, resolution_m: float = 1.6) -> Mesh | None:
     return Mesh(vertices, normal, uv, colour, triangles, mesh.semantic_id, mesh.texture, mesh.emissive)
 
 
-def _coarse_crowns(mesh: Mesh) -> Mesh:
+def _coarse_crowns(mesh: Mesh, hull_points: int) -> Mesh:
     """Each tree crown (an object with many vertices) as the convex hull of a few of
     its vertices, picked farthest-first so the outline survives."""
     from scipy.spatial import ConvexHull, QhullError
@@ -612,13 +645,13 @@ def _coarse_crowns(mesh: Mesh) -> Mesh:
     new_parts = []
     for obj in range(count):
         members = np.flatnonzero(vertex_object == obj)
-        if len(members) <= 2 * CROWN_HULL_POINTS:
+        if len(members) <= 2 * hull_points:
             keep_triangles.append(np.flatnonzero(triangle_object == obj))
             continue
         points = mesh.vertices[members]
         chosen = [int(np.argmax(((points - points.mean(axis=0)) ** 2).sum(1)))]
         distance = ((points - points[chosen[0]]) ** 2).sum(1)
-        for _ in range(CROWN_HULL_POINTS - 1):
+        for _ in range(hull_points - 1):
             chosen.append(int(np.argmax(distance)))
             distance = np.minimum(distance, ((points - points[chosen[-1]]) ** 2).sum(1))
         try:
@@ -650,8 +683,8 @@ def _concatenate(meshes: Sequence[Mesh]) -> Mesh:
 
 
 class _StaticScene:
-    """The town in both halves of the scene graph, cut into cells with a near and a
-    far version; the label table of its codes (row 0: the sky); the traffic-light
+    """The town in both halves of the scene graph, cut into cells with a near, a far
+    and a distant version; the label table of its codes (row 0: the sky); the traffic-light
     lamps (per light id: red, yellow and green nodes, all housings of that light)."""
 
     def __init__(self, meshes: list[Mesh], heads: Sequence, textures: Mapping[str, Texture]) -> None:
@@ -692,14 +725,17 @@ class _StaticScene:
             # most of the grass under roads and pavements instead of shading it.
             parts = sorted(parts, key=lambda p: _DRAW_ORDER.get(p.mesh.semantic_id, 5))
             far = [f for f in (_far_part(p) for p in parts) if f is not None]
+            distant = [f for f in (_far_part(p, DISTANT_CROWN_HULL_POINTS, DISTANT_MIN_SIZE_M) for p in parts)
+                       if f is not None]
             centre = ((cx + 0.5) * CELL_M, (cy + 0.5) * CELL_M, 0.0)
             rgb_lod, label_lod = LODNode(f"cell_{cx}_{cy}"), LODNode(f"cell_{cx}_{cy}")
-            for lod in (rgb_lod, label_lod):
+            for lod in (rgb_lod, label_lod):  # one switch for both halves: labels describe the image
                 lod.set_center(LPoint3(*centre))
                 lod.add_switch(LOD_SWITCH_M, 0.0)
-                lod.add_switch(1e6, LOD_SWITCH_M)
+                lod.add_switch(DISTANT_SWITCH_M, LOD_SWITCH_M)
+                lod.add_switch(1e6, DISTANT_SWITCH_M)
             rgb_path, label_path = self.rgb.attach_new_node(rgb_lod), self.label.attach_new_node(label_lod)
-            for version in (parts, far):
+            for version in (parts, far, distant):
                 rgb_path.attach_new_node(self._rgb_geoms(version, textures))
                 label = _label_geometry([p.mesh for p in version], [p.instance for p in version], book)
                 label_path.attach_new_node(_label_geom_node("cell", label))
@@ -887,11 +923,13 @@ class _ActorSlot:
 
 @dataclass
 class _ActorModel:
-    """One look and size of actor, shared by every slot showing it."""
+    """One look and size of actor, shared by every slot showing it: a near and, where
+    the look has one, a far version under an LOD switch (the label halves switch alike)."""
 
     rgb: NodePath
-    lamps: NodePath | None
-    label: _LabelGeometry  # codes from 0, instance 0
+    lamps: list[NodePath]
+    labels: list[_LabelGeometry]  # near (codes from 0), far (codes after near's); instance 0
+    table: _PlaneTable  # rows of all codes of ``labels``
 
 
 # -- the renderer ---------------------------------------------------------------------------
@@ -1124,10 +1162,9 @@ class CameraRenderer:
         rgb = model.rgb.instance_to(pose)  # shared by every actor of this look and size
         rgb.hide(LABEL_MASK)
         first_code = self._actor_base + index * MAX_CODES_PER_ACTOR
-        label = replace(model.label, codes=model.label.codes + first_code)
-        instance = np.full(len(label.table.offset), instance_id_of_actor(actor.actor_id), np.int32)
-        label.table = replace(label.table, instance=instance)
-        label_path = pose.attach_new_node(_label_geom_node("label", label))
+        label_path = pose.attach_new_node(_actor_lod("label") if len(model.labels) > 1 else PandaNode("label"))
+        for version in model.labels:
+            label_path.attach_new_node(_label_geom_node("label", replace(version, codes=version.codes + first_code)))
         label_path.hide(RGB_MASK)
         _label_overrides(label_path)
         if actor.actor_id not in self._visible:  # _place_actors shows it
@@ -1137,9 +1174,11 @@ class CameraRenderer:
         # The actor's rows stay in its body frame; _depth moves the ones it needs.
         rows = first_code + np.arange(MAX_CODES_PER_ACTOR)
         fresh = _PlaneTable.empty(MAX_CODES_PER_ACTOR)
+        used = len(model.table.offset)
         for name in _TABLE_FIELDS:
-            getattr(fresh, name)[:len(label.table.offset)] = getattr(label.table, name)
+            getattr(fresh, name)[:used] = getattr(model.table, name)
             getattr(self._table, name)[rows] = getattr(fresh, name)
+        self._table.instance[rows[:used]] = instance_id_of_actor(actor.actor_id)
         return slot
 
     def _actor_model(self, actor: ActorState) -> _ActorModel:
@@ -1149,25 +1188,31 @@ class CameraRenderer:
         key = (style, round(actor.length_m, 4), round(actor.width_m, 4), round(actor.height_m, 4))
         model = self._models.get(key)
         if model is None:
-            meshes = actor_mesh(actor, self.seed)
-            rgb = NodePath("model")
-            _rgb_node("body", [m for m in meshes if not m.emissive]).reparent_to(rgb)
-            lamps = [m for m in meshes if m.emissive]
-            lamp_node = _rgb_node("lamps", lamps) if lamps else None
-            if lamp_node is not None:
-                lamp_node.reparent_to(rgb)
-            label = _label_geometry(meshes, [0] * len(meshes), 0)
-            if len(label.table.offset) > MAX_CODES_PER_ACTOR:
-                raise ValueError(f"actor model with {len(label.table.offset)} planes; at most {MAX_CODES_PER_ACTOR}")
-            model = self._models[key] = _ActorModel(rgb, lamp_node, label)
+            near, far = actor_mesh(actor, self.seed), actor_far_mesh(actor, self.seed)
+            versions = [near] if far is near else [near, far]
+            rgb = NodePath(_actor_lod("model") if len(versions) > 1 else PandaNode("model"))
+            lamps, labels = [], []
+            codes = 0
+            for meshes in versions:
+                version = rgb.attach_new_node("version")
+                _rgb_node("body", [m for m in meshes if not m.emissive]).reparent_to(version)
+                emissive = [m for m in meshes if m.emissive]
+                if emissive:
+                    lamps.append(_rgb_node("lamps", emissive))
+                    lamps[-1].reparent_to(version)
+                labels.append(_label_geometry(meshes, [0] * len(meshes), codes))
+                codes += len(labels[-1].table.offset)
+            if codes > MAX_CODES_PER_ACTOR:
+                raise ValueError(f"actor models with {codes} planes; at most {MAX_CODES_PER_ACTOR}")
+            model = self._models[key] = _ActorModel(rgb, lamps, labels, _concat_tables([v.table for v in labels]))
             self._set_vehicle_lamps(model)
         return model
 
     def _set_vehicle_lamps(self, model: _ActorModel) -> None:
-        if model.lamps is not None:
-            # Lamp lenses are pale by day; at night they are the brightest thing around.
-            level = 1.0 if self.preset.headlights_on else 0.75
-            model.lamps.set_color_scale(level, level, level, 1.0)
+        # Lamp lenses are pale by day; at night they are the brightest thing around.
+        level = 1.0 if self.preset.headlights_on else 0.75
+        for lamps in model.lamps:
+            lamps.set_color_scale(level, level, level, 1.0)
 
     def _place_actors(self, actors: Sequence[ActorState]) -> None:
         seen = set()
@@ -1305,6 +1350,14 @@ class CameraRenderer:
         np.fmax(depth, lo, out=depth)
         np.fmin(depth, hi, out=depth)
         return depth
+
+
+def _actor_lod(name: str) -> LODNode:
+    """The switch between an actor's near and far model, about its body origin."""
+    lod = LODNode(name)
+    lod.add_switch(ACTOR_LOD_SWITCH_M, 0.0)
+    lod.add_switch(1e6, ACTOR_LOD_SWITCH_M)
+    return lod
 
 
 def _label_overrides(node: NodePath) -> None:
