@@ -93,6 +93,7 @@ class SensorRig:
             return None  # a light housing is its box
         from sim.render.actors import actor_mesh
         kind = ActorKind.VEHICLE if box.object_class == ObjectClass.VEHICLE else ActorKind.PEDESTRIAN
+        # Instance ids of actors are 1 + actor_id (drivestack.schema.instance_id_of_actor).
         actor = ActorState(box.instance_id - 1, kind, 0.0, 0.0, 0.0, 0.0, box.length_m, box.width_m, box.height_m)
         return actor_mesh(actor, self._renderer.seed)
 
