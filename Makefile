@@ -1,9 +1,15 @@
 # Two commands: `make run` and `make test`. Each sets up .venv on first use; the
-# install is keyed on pyproject.toml, so a second call installs nothing.
+# install is keyed on pyproject.toml and the drivestack_msgs build on its sources, so a
+# second call installs and builds nothing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.drivestack-installed
+PIP_STAMP := $(VENV)/.drivestack-pip-installed
+# The project's ROS 2 interfaces, built with cmake and installed into the venv.
+MSGS_SRC := ros_nodes/drivestack_msgs/msg $(wildcard ros_nodes/drivestack_msgs/msg/*.msg) \
+            ros_nodes/drivestack_msgs/CMakeLists.txt ros_nodes/drivestack_msgs/package.xml \
+            ros_nodes/build_msgs.py
 OUT    ?= out/run
 PYTEST_ARGS ?= -n 2
 
@@ -15,8 +21,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(PIP_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,msgs-build]'
+	touch $(PIP_STAMP)
+
+# Set up = installed and drivestack_msgs built (editing a message rebuilds only that).
+$(STAMP): $(PIP_STAMP) $(MSGS_SRC)
+	$(BIN)/python -m ros_nodes.build_msgs
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -27,6 +38,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m sim.bench
+	$(BIN)/python -m ros_nodes.bench
 
 towns: $(STAMP)
 	$(BIN)/python -m sim.towns.generate_towns
