@@ -22,6 +22,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="drivestack: drive, record, replay and train on the built-in simulator or CARLA.")
 USER_ERROR = 2
+LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 
 
 class AgentName(str, Enum):
@@ -119,8 +120,19 @@ def drive(
                                                      "(sim/config/sensors): full, front_rgb."),
     video: Optional[Path] = typer.Option(None, help="Write an MP4 of the front camera with overlays beside a "
                                                     "bird's-eye view (one file per episode)."),
+    ros: bool = typer.Option(False, "--ros", help="Drive through the ROS 2 graph (launch/drive.yaml: bridge, "
+                                                  "agent and recorder as processes); the bag goes to OUT/bag."),
+    foxglove: bool = typer.Option(False, "--foxglove", help="With --ros: serve camera, LiDAR and trajectory on a local "
+                                                            "Foxglove WebSocket (ws://127.0.0.1:8765); open it in "
+                                                            "Foxglove (Open connection -> Foxglove WebSocket)."),
 ) -> None:
     """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
+    if ros:
+        _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out, weather, sensors, video,
+                   as_json, foxglove)
+        return
+    if foxglove:
+        _fail("--foxglove needs --ros (the live view is a node of the ROS 2 graph)")
     from sim.birdseye import save_birdseye
     from sim.builtin import BuiltinSimulator
     from sim.driving_score import format_results_table, global_score, results_to_json
@@ -177,6 +189,47 @@ def drive(
         console.print(f"results: {out / 'results.json'}" + (f", bird's-eye PNGs in {out}/" if png else ""))
 
 
+def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out: Path, weather, sensors,
+               video, as_json: bool, foxglove: bool = False) -> None:
+    """One episode through launch/drive.yaml; the bridge writes results.json, the PNG and the bag."""
+    from ros_nodes.launcher import LaunchError, load_launch, run_launch
+    from sim.driving_score import format_results_table, global_score
+    from sim.scenario import resolve_scenario
+    if suite is not None or town is not None or episodes != 1 or video is not None:
+        _fail("--ros drives one episode of one --scenario (no --suite, --town, --episodes or --video yet)")
+    name = scenario or "default"
+    try:  # fail here, with the CLI's message, rather than in a node
+        resolve_scenario(name, seed=seed, sensors=sensors, weather=weather, npc_vehicles=npc_vehicles,
+                         pedestrians=pedestrians)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if (out / "bag").exists():
+        _fail(f"{out / 'bag'} exists: give a new --out (bags are never overwritten)")
+    (out / "results.json").unlink(missing_ok=True)
+    arguments = {"scenario": name, "out": str(out), "seed": str(-1 if seed is None else seed),
+                 "sensors": sensors or "", "weather": weather or "",
+                 "npc_vehicles": str(-1 if npc_vehicles is None else npc_vehicles),
+                 "pedestrians": str(-1 if pedestrians is None else pedestrians),
+                 "foxglove": "true" if foxglove else "false"}
+    try:
+        description = load_launch(LAUNCH_DIR / "drive.yaml", arguments)
+    except LaunchError as exc:
+        _fail(str(exc))
+    exit_code = run_launch(description, stdout=sys.stderr if as_json else None)
+    results_path = out / "results.json"
+    if exit_code or not results_path.exists():
+        _fail(f"the ROS 2 graph stopped before the episode ended (exit code {exit_code})")
+    payload = json.loads(results_path.read_text())
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    from sim.driving_score import results_from_json
+    results = results_from_json(payload)
+    console = Console()
+    console.print(format_results_table(results, global_score(results)))
+    console.print(f"results: {results_path}, bag: {out / 'bag'}, bird's-eye PNG in {out}/")
+
+
 @app.command()
 def routes() -> None:
     """List the shipped scenarios; those marked benchmark form the benchmark suite."""
@@ -195,6 +248,18 @@ def routes() -> None:
         table.add_row(s.name, s.town, s.split, "yes" if s.benchmark else "", route, str(s.npc_vehicles),
                       str(s.pedestrians), s.weather, str(s.seed))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+from drivestack.cli_launch import launch as launch_command  # noqa: E402
+app.command(name="launch")(launch_command)
+
+
+from drivestack.cli_bag import bag_app  # noqa: E402
+app.add_typer(bag_app, name="bag")
+
+
+from drivestack.cli_replay import replay as replay_command  # noqa: E402
+app.command(name="replay")(replay_command)
 
 
 def main() -> None:

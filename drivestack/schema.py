@@ -63,6 +63,7 @@ class EpisodeStatus(enum.Enum):
     AGENT_BLOCKED = "Failed - Agent got blocked"
     ROUTE_TIMEOUT = "Failed - Agent timed out"
     SIMULATION_ERROR = "Failed - Simulation crashed"
+    AGENT_CRASHED = "Failed - Agent crashed"
 
 
 def _check_finite(owner: str, **values: float) -> None:

@@ -146,9 +146,13 @@ class BuiltinSimulator:
             self.state, self._ego_lane, self.lights, self.pedestrians.on_road_xy())
         reverse = np.zeros(len(self.state), dtype=bool)
         reverse[EGO_ROW] = control.reverse
-        brake_all = np.concatenate([[1.0 if control.hand_brake else control.brake], brake])
-        bicycle_step(self.state, self.vehicle, np.concatenate([[control.throttle], throttle]),
-                     np.concatenate([[control.steer], steer]), brake_all, reverse, self.dt_s)
+        # Actuator commands are single precision, as in CARLA and on the control topic:
+        # a control that went through a message drives exactly like one that did not.
+        ego_throttle, ego_steer, ego_brake = (float(np.float32(v)) for v in (control.throttle, control.steer,
+                                                                             control.brake))
+        brake_all = np.concatenate([[1.0 if control.hand_brake else ego_brake], brake])
+        bicycle_step(self.state, self.vehicle, np.concatenate([[ego_throttle], throttle]),
+                     np.concatenate([[ego_steer], steer]), brake_all, reverse, self.dt_s)
         self.traffic.advance(self.state, self._keep_clear_xy)
         self.step_count += 1
         self.lights.update(self.time_s)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 import numpy as np
 from rich.table import Table
 
-from drivestack.schema import EpisodeResult, InfractionEvent, InfractionKind
+from drivestack.schema import EpisodeResult, EpisodeStatus, InfractionEvent, InfractionKind
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +188,13 @@ def _jsonable(value: object) -> object:
 def results_to_json(results: Sequence[EpisodeResult], global_result: GlobalScore) -> dict:
     """``{"global": ..., "routes": [...]}`` ready for ``json.dumps``."""
     return {"global": _jsonable(global_result), "routes": [_jsonable(result) for result in results]}
+
+
+def results_from_json(payload: Mapping) -> list[EpisodeResult]:
+    """The routes of a ``results_to_json`` payload back as EpisodeResults (results.json
+    written by another process, e.g. the ROS 2 bridge)."""
+    results = []
+    for route in payload["routes"]:
+        events = tuple(InfractionEvent(**{**e, "kind": InfractionKind(e["kind"])}) for e in route["infractions"])
+        results.append(EpisodeResult(**{**route, "status": EpisodeStatus(route["status"]), "infractions": events}))
+    return results

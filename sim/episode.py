@@ -111,19 +111,55 @@ def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
             observer.finish()
 
 
+class Referee:
+    """Scores one episode step by step, from the simulator's privileged observations:
+    the in-process runner and the ROS 2 bridge both end and score episodes with it."""
+
+    def __init__(self, sim: Simulator, scenario: Scenario, first: Observation) -> None:
+        self.scenario, self.road_map, self.route = scenario, sim.road_map, sim.route
+        self.allowed = RoutePlanner(self.road_map).allowed_lane_ids(self.route)
+        self.route_junctions = {self.road_map.lanes[k].junction_id for k in self.allowed
+                                if self.road_map.lanes[k].in_junction}
+        self.monitor = EpisodeMonitor(self.route, sim.dt_s)
+        self.rows = [(0.0, first.ego.x_m, first.ego.y_m, first.ego.yaw_rad, first.ego.speed_mps)]
+        self.last = first
+        self.started = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.monitor.done
+
+    @property
+    def route_completion_pct(self) -> float:
+        return self.monitor.route_completion_pct
+
+    def update(self, obs: Observation) -> None:
+        lane = obs.ego_lane_segment_id
+        on_route = lane in self.allowed or (lane >= 0 and self.road_map.lanes[lane].junction_id in self.route_junctions)
+        self.monitor.update(obs.stamp_ns, obs.ego, obs.actors, obs.traffic_lights, on_route, _reference_speed(obs))
+        self.rows.append((obs.stamp_ns * 1e-9, obs.ego.x_m, obs.ego.y_m, obs.ego.yaw_rad, obs.ego.speed_mps))
+        self.last = obs
+
+    def finish(self, status_override: EpisodeStatus | None = None) -> EpisodeRun:
+        wall_s = time.perf_counter() - self.started
+        trajectory = np.array(self.rows)
+        town = getattr(self.road_map, "name", self.scenario.town)
+        stamp_ns = self.last.stamp_ns
+        result = self.monitor.finish(stamp_ns, self.scenario.name, town, self.scenario.seed,
+                                     trajectory_digest(trajectory),
+                                     **({"abort_status": status_override} if status_override else {}))
+        sim_s = max(stamp_ns * 1e-9, 1e-9)
+        return EpisodeRun(result, self.route, self.road_map, trajectory, wall_s / sim_s)
+
+
 def _drive(sim: Simulator, scenario: Scenario, make_agent: AgentFactory, obs: Observation,
            on_step: Callable[[float], None] | None, observers: Sequence[EpisodeObserver]) -> EpisodeRun:
-    road_map, route = sim.road_map, sim.route
-    agent = make_agent(road_map, route, sim)
-    allowed = RoutePlanner(road_map).allowed_lane_ids(route)
-    route_junctions = {road_map.lanes[k].junction_id for k in allowed if road_map.lanes[k].in_junction}
-    monitor = EpisodeMonitor(route, sim.dt_s)
-    rows = [(0.0, obs.ego.x_m, obs.ego.y_m, obs.ego.yaw_rad, obs.ego.speed_mps)]
-    started = time.perf_counter()
+    agent = make_agent(sim.road_map, sim.route, sim)
+    referee = Referee(sim, scenario, obs)
     status_override = None
     for observer in observers:
         observer.observe(obs)
-    while not monitor.done:
+    while not referee.done:
         control = agent.run_step(obs)
         try:
             obs = sim.step(control)
@@ -131,18 +167,9 @@ def _drive(sim: Simulator, scenario: Scenario, make_agent: AgentFactory, obs: Ob
             log.error("simulator failed: %s", exc)
             status_override = EpisodeStatus.SIMULATION_ERROR
             break
-        lane = obs.ego_lane_segment_id
-        on_route = lane in allowed or (lane >= 0 and road_map.lanes[lane].junction_id in route_junctions)
-        monitor.update(obs.stamp_ns, obs.ego, obs.actors, obs.traffic_lights, on_route, _reference_speed(obs))
-        rows.append((obs.stamp_ns * 1e-9, obs.ego.x_m, obs.ego.y_m, obs.ego.yaw_rad, obs.ego.speed_mps))
+        referee.update(obs)
         for observer in observers:
             observer.observe(obs)
         if on_step is not None:
-            on_step(monitor.route_completion_pct)
-    wall_s = time.perf_counter() - started
-    trajectory = np.array(rows)
-    town = getattr(road_map, "name", scenario.town)
-    result = monitor.finish(obs.stamp_ns, scenario.name, town, scenario.seed, trajectory_digest(trajectory),
-                            **({"abort_status": status_override} if status_override else {}))
-    sim_s = max(obs.stamp_ns * 1e-9, 1e-9)
-    return EpisodeRun(result, route, road_map, trajectory, wall_s / sim_s)
+            on_step(referee.route_completion_pct)
+    return referee.finish(status_override)

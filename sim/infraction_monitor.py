@@ -348,8 +348,8 @@ class EpisodeMonitor:
     def _abort(self, stamp_ns: int, xy: tuple[float, float], abort_status: EpisodeStatus | None) -> None:
         if abort_status is EpisodeStatus.COMPLETED:
             raise ValueError("a route is completed by reaching its end, not by abort_status")
-        if abort_status is EpisodeStatus.SIMULATION_ERROR:
-            self._status = abort_status
+        if abort_status in (EpisodeStatus.SIMULATION_ERROR, EpisodeStatus.AGENT_CRASHED):
+            self._status = abort_status  # the leaderboard's crash statuses: no infraction
             return
         if abort_status is None:
             log.warning("episode stopped before the route ended; counted as a route timeout")

@@ -181,3 +181,23 @@ def shipped_scenarios() -> list[Scenario]:
 
 def benchmark_suite() -> list[Scenario]:
     return [s for s in shipped_scenarios() if s.benchmark]
+
+
+def resolve_scenario(name_or_path: str, seed: int | None = None, sensors: str | None = None,
+                     weather: str | None = None, npc_vehicles: int | None = None,
+                     pedestrians: int | None = None) -> Scenario:
+    """A scenario with command-line style overrides (None = keep the scenario's);
+    ``sensors`` names a shipped suite. Every node of a graph resolves the same one."""
+    from sim.sensors.suite import load_suite
+    scenario = load_scenario(name_or_path)
+    if weather is not None and weather not in WEATHER_PRESETS:
+        raise ScenarioError(f"unknown weather {weather!r} (one of {', '.join(WEATHER_PRESETS)})")
+    overrides: dict[str, Any] = {k: v for k, v in (("npc_vehicles", npc_vehicles), ("pedestrians", pedestrians),
+                                                   ("weather", weather)) if v is not None}
+    if sensors is not None:
+        try:
+            overrides["sensors"] = load_suite(sensors)
+        except SensorConfigError as exc:
+            raise ScenarioError(str(exc)) from None
+    scenario = replace(scenario, **overrides)
+    return scenario if seed is None else scenario.with_seed(seed)

@@ -401,7 +401,6 @@ def _candidate_pairs(rays: _Rays, pose: tuple[float, ...], boxes: OrientedBoxes,
     within = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
     box = channel_box[entry]
     return near[box], channel[entry], column[first_column[box] + within]
-    return live[box], channel, column
 
 
 def _nearest_box_hits(rays: _Rays, pose: tuple[float, ...], boxes: OrientedBoxes,

@@ -1,0 +1,99 @@
+"""What every node of the graph shares: QoS profiles, typed raw publishers and
+subscriptions, and the start-up handshake.
+
+Messages travel as CDR bytes serialised by the `rosbags` typestore (rclpy publishes
+bytes as they are and hands raw bytes to ``raw=True`` subscriptions): one conversion
+layer (ros_nodes.convert_*) serves live topics and bags, and a subscriber decodes only
+what it reads. rclpy still needs each type's generated package for its type support.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterable
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ros_nodes.topics import Qos, Topic
+from ros_nodes.typestore import typestore
+
+READY = "/drivestack/ready"  # std_msgs/String: the name of a node that is ready for frame 0
+
+_PROFILES = {
+    Qos.SENSOR: QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE),
+    Qos.CONTROL: QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    Qos.LATCHED: QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    Qos.CLOCK: QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE),
+}
+
+
+def qos_profile(qos: Qos) -> QoSProfile:
+    return _PROFILES[qos]
+
+
+def rclpy_class(msgtype: str) -> type:
+    """The generated rclpy class of ``pkg/msg/Name`` (for type support only)."""
+    package, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+def encode(msg: object, msgtype: str) -> bytes:
+    return bytes(typestore().serialize_cdr(msg, msgtype))
+
+
+def decode(data: bytes, msgtype: str) -> object:
+    return typestore().deserialize_cdr(data, msgtype)
+
+
+class Publishers:
+    """A node's publishers for a set of table topics; ``publish`` takes typestore messages."""
+
+    def __init__(self, node: Node, table: Iterable[Topic]) -> None:
+        self.topics = {t.name: t for t in table}
+        self._pubs = {t.name: node.create_publisher(rclpy_class(t.msgtype), t.name, qos_profile(t.qos))
+                      for t in self.topics.values()}
+
+    def publish(self, topic: str, msg: object) -> None:
+        self._pubs[topic].publish(encode(msg, self.topics[topic].msgtype))
+
+    def matched(self, node: Node) -> bool:
+        """Every subscription the graph knows of is matched to our writers."""
+        return all(pub.get_subscription_count() >= node.count_subscribers(name) for name, pub in self._pubs.items())
+
+    def wait_for_all_acked(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        for pub in self._pubs.values():
+            remaining = max(deadline - time.monotonic(), 0.0)
+            if not pub.wait_for_all_acked(rclpy.duration.Duration(seconds=remaining)):
+                return False
+        return True
+
+
+def subscribe(node: Node, topic: Topic, callback: Callable[[object], None]):
+    """A raw subscription whose callback gets the decoded typestore message."""
+    return node.create_subscription(rclpy_class(topic.msgtype), topic.name,
+                                    lambda data: callback(decode(data, topic.msgtype)),
+                                    qos_profile(topic.qos), raw=True)
+
+
+def watch_ready(node: Node, ready: set[str]):
+    """Collect the names of the nodes that announced themselves into ``ready``.
+
+    Every node latches its own announcement; the subscription keeps many, since nodes
+    that start together would otherwise overwrite each other in a depth-1 queue."""
+    from std_msgs.msg import String
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return node.create_subscription(String, READY, lambda msg: ready.add(msg.data), qos)
+
+
+def announce_ready(node: Node):
+    """Tell the bridge this node has all its subscriptions (latched, one per node)."""
+    from std_msgs.msg import String
+    pub = node.create_publisher(String, READY, qos_profile(Qos.LATCHED))
+    pub.publish(String(data=node.get_name()))
+    return pub
