@@ -63,7 +63,7 @@ def ros_rate(launch_file: str, label: str, work: Path) -> dict:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=140)
     with tempfile.TemporaryDirectory(prefix="drivestack_ros_bench_") as tmp:
         work = Path(tmp)
         rows = [in_process_rate(),

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from drivestack.schema import EpisodeStatus, Observation, VehicleControl
@@ -93,6 +94,9 @@ class SimBridge(Node):
                 status = EpisodeStatus.SIMULATION_ERROR
                 break
             referee.update(obs)
+        if not rclpy.ok():  # Ctrl-C or SIGTERM: the graph is going away, no result
+            self.sim.close()
+            return 130
         self._publish_frame(obs)
         run = referee.finish(status)
         self._publish_result(run)
@@ -188,7 +192,10 @@ def main(args: list[str] | None = None) -> int:
         return 2
     try:
         return node.run()
-    except KeyboardInterrupt:
+    except ValueError as exc:  # ScenarioError, MapError: found while loading the episode
+        print(f"error: sim_bridge: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
         return 130
     finally:
         node.destroy_node()
