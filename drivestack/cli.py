@@ -196,7 +196,8 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
     from sim.driving_score import format_results_table, global_score
     from sim.scenario import resolve_scenario
     if suite is not None or town is not None or episodes != 1 or video is not None:
-        _fail("--ros drives one episode of one --scenario (no --suite, --town, --episodes or --video yet)")
+        _fail("--ros drives one episode of one --scenario; --suite, --town, --episodes and --video run in-process "
+              "(without --ros)")
     name = scenario or "default"
     try:  # fail here, with the CLI's message, rather than in a node
         resolve_scenario(name, seed=seed, sensors=sensors, weather=weather, npc_vehicles=npc_vehicles,

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from drivestack.schema import Observation
 from ros_nodes import topics
 from ros_nodes.convert_sensors import MessageError, stamp_ns_of
 from ros_nodes.convert_world import actor_states, control_msg, ego_state, route_of, traffic_lights
-from ros_nodes.graph import Publishers, announce_ready, subscribe
+from ros_nodes.graph import Publishers, announce_ready, spin_main, subscribe
 from ros_nodes.topics import Qos, Topic
 
 AGENTS = ("expert",)
@@ -96,21 +94,7 @@ class AgentNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = AgentNode()
-    except ValueError as exc:
-        print(f"error: agent: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_main("agent", AgentNode, args)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from ros_nodes import topics
@@ -27,7 +25,7 @@ from ros_nodes.convert_sensors import (MessageError, cloud_points, intrinsics_of
                                        stamp_ns_of)
 from ros_nodes.convert_world import route_of
 from ros_nodes.foxglove_view import DEFAULT_HOST, DEFAULT_PORT, LIDAR_FRAME, FoxgloveView, sensor_mounts
-from ros_nodes.graph import announce_ready, subscribe
+from ros_nodes.graph import announce_ready, spin_main, subscribe
 from ros_nodes.scenario_params import declare_scenario_parameters, scenario_from_params
 
 
@@ -98,22 +96,7 @@ class FoxgloveNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = FoxgloveNode()
-    except ValueError as exc:
-        print(f"error: foxglove: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_main("foxglove", FoxgloveNode, args)
 
 
 if __name__ == "__main__":

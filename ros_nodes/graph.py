@@ -10,10 +10,12 @@ what it reads. rclpy still needs each type's generated package for its type supp
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from collections.abc import Callable, Iterable
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -97,3 +99,25 @@ def announce_ready(node: Node):
     pub = node.create_publisher(String, READY, qos_profile(Qos.LATCHED))
     pub.publish(String(data=node.get_name()))
     return pub
+
+
+def spin_main(label: str, make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+    """A spinning node's whole life: a bad parameter (ValueError while building it) is
+    one ``error:`` line and exit 2; Ctrl-C or SIGTERM ends it cleanly with exit 0."""
+    rclpy.init(args=args)
+    try:
+        node = make_node()
+    except ValueError as exc:
+        print(f"error: {label}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if hasattr(node, "close"):
+            node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
