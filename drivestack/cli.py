@@ -39,7 +39,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sim.route_planner import NoRouteError
     from sim.scenario import ScenarioError
     from sim.video import VideoError
-    return ConfigError, MapError, NoRouteError, ScenarioError, VideoError
+    from ros_nodes.bag.errors import BagError
+    return BagError, ConfigError, MapError, NoRouteError, ScenarioError, VideoError
 
 
 def _fail(message: str) -> None:
@@ -96,6 +97,7 @@ def _with_video_camera(scenario):
 
 
 def _video_path(video: Path, scenario, single: bool) -> Path:
+    """The file for one episode: the given name, or with scenario and seed when several."""
     return video if single else video.with_name(f"{video.stem}_{scenario.name}_seed{scenario.seed}{video.suffix}")
 
 
@@ -120,6 +122,8 @@ def drive(
                                                      "(sim/config/sensors): full, front_rgb."),
     video: Optional[Path] = typer.Option(None, help="Write an MP4 of the front camera with overlays beside a "
                                                     "bird's-eye view (one file per episode)."),
+    record: Optional[Path] = typer.Option(None, help="Record each episode as a rosbag2 (MCAP) bag, the topics the "
+                                                     "ROS 2 graph records (a new path; one bag per episode)."),
     ros: bool = typer.Option(False, "--ros", help="Drive through the ROS 2 graph (launch/drive.yaml: bridge, "
                                                   "agent and recorder as processes); the bag goes to OUT/bag."),
     foxglove: bool = typer.Option(False, "--foxglove", help="With --ros: serve camera, LiDAR and trajectory on a local "
@@ -127,6 +131,8 @@ def drive(
                                                             "Foxglove (Open connection -> Foxglove WebSocket)."),
 ) -> None:
     """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
+    if ros and record is not None:
+        _fail("with --ros the bag is always recorded, to OUT/bag; --record is for in-process runs")
     if ros:
         _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out, weather, sensors, video,
                    as_json, foxglove)
@@ -156,6 +162,10 @@ def drive(
         runs_todo = [s.with_seed((s.seed if seed is None else seed) + k) for s in chosen for k in range(episodes)]
         if video is not None:
             runs_todo = [_with_video_camera(s) for s in runs_todo]
+        bags = [_video_path(record, s, len(runs_todo) == 1) for s in runs_todo] if record is not None else []
+        taken = [str(b) for b in bags if b.exists()]
+        if taken:
+            _fail(f"{', '.join(taken)} exists: bags are never overwritten")
         sim = BuiltinSimulator()
         results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -168,6 +178,9 @@ def drive(
                 if video is not None:
                     from sim.video import VideoObserver
                     observers.append(VideoObserver(_video_path(video, sc, len(runs_todo) == 1), sim.dt_s))
+                if record is not None:
+                    from ros_nodes.bag_observer import BagObserver
+                    observers.append(BagObserver(bags[len(results)], sc, sim.dt_s))
                 run = run_episode(sim, sc, _make_agent(agent), on_step=lambda pct, t=task: progress.update(
                     t, completed=pct, rc=f"route {pct:5.1f} %"), observers=observers)
                 progress.update(task, completed=100)

@@ -41,13 +41,16 @@ AgentFactory = Callable[[RoadMap, Route, Simulator], Agent]
 
 
 class EpisodeObserver(Protocol):
-    """Sees every observation of an episode (video writer, recorder)."""
+    """Sees every observation of an episode and the agent's answer to it (video writer,
+    bag recorder); ``finish`` gets the result, or None when the episode raised."""
 
     def start(self, road_map: RoadMap, route: Route) -> None: ...
 
     def observe(self, obs: Observation) -> None: ...
 
-    def finish(self) -> None: ...
+    def act(self, stamp_ns: int, control: VehicleControl) -> None: ...
+
+    def finish(self, result: EpisodeResult | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,13 @@ def run_episode(sim: Simulator, scenario: Scenario, make_agent: AgentFactory,
     road_map, route = sim.road_map, sim.route
     for observer in observers:
         observer.start(road_map, route)
+    run = None
     try:
-        return _drive(sim, scenario, make_agent, obs, on_step, observers)
+        run = _drive(sim, scenario, make_agent, obs, on_step, observers)
+        return run
     finally:
         for observer in observers:
-            observer.finish()
+            observer.finish(run.result if run is not None else None)
 
 
 class Referee:
@@ -161,6 +166,8 @@ def _drive(sim: Simulator, scenario: Scenario, make_agent: AgentFactory, obs: Ob
         observer.observe(obs)
     while not referee.done:
         control = agent.run_step(obs)
+        for observer in observers:
+            observer.act(obs.stamp_ns, control)
         try:
             obs = sim.step(control)
         except SimulatorError as exc:

@@ -324,6 +324,9 @@ class VideoObserver:
         self._progress.update(obs.ego.x_m, obs.ego.y_m)
         self._video.add_frame(obs, self._progress.command)
 
-    def finish(self) -> None:
+    def act(self, stamp_ns: int, control) -> None:
+        pass  # the overlay shows the observation, not the command
+
+    def finish(self, result=None) -> None:
         if self._video is not None:
             self._video.close()
