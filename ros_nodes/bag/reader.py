@@ -13,6 +13,7 @@ messages (deserialisation catches most damage; the problem says they are unverif
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
 from operator import itemgetter
@@ -46,7 +47,7 @@ _Raw = tuple[int, str, str, bytes]
 _Report = Callable[[BagProblem], None]
 
 
-class _Source:
+class _Source(ABC):
     """One storage file: its topics, a typestore for them, and its messages in time order."""
 
     path: Path
@@ -60,8 +61,9 @@ class _Source:
     def _set_types(self, definitions: list[TypeDefinition]) -> None:
         self.typestore, self.type_problems = typestore_for(definitions)
 
+    @abstractmethod
     def messages(self, topics: Collection[str] | None) -> Iterator[_Raw]:
-        raise NotImplementedError
+        """(log time, topic, msgtype, CDR bytes) of ``topics`` (None: all), in time order."""
 
     def close(self) -> None:
         pass
