@@ -18,6 +18,7 @@ the driving loop nothing. The server speaks the ``foxglove.sdk.v1`` subprotocol.
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -240,10 +241,14 @@ class FoxgloveView:
                                    CameraCalibrationChannel(f"/camera/{name}/calibration", context=self._context))
         return self._cameras[name]
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the server; a stop that hangs (a client mid-handshake) does not keep the
+        process alive past ``timeout_s``."""
         if not self.closed:
             self.closed = True
-            self._server.stop()
+            stopper = threading.Thread(target=self._server.stop, daemon=True)
+            stopper.start()
+            stopper.join(timeout_s)
 
     def __enter__(self) -> FoxgloveView:
         return self

@@ -115,6 +115,11 @@ def spin_main(label: str, make_node: Callable[[], Node], args: list[str] | None 
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A SIGTERM that lands while the executor builds its wait set surfaces as an
+        # RCLError on the dead context: a shutdown all the same.
+        if rclpy.ok():
+            raise
     finally:
         if hasattr(node, "close"):
             node.close()

@@ -173,6 +173,10 @@ def main(args: list[str] | None = None) -> int:
         return node.play()
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
+    except Exception:
+        if rclpy.ok():
+            raise
+        return 130  # the signal landed inside rclpy (RCLError on the dead context)
     finally:
         node.close()
         node.destroy_node()

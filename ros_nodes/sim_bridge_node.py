@@ -197,6 +197,10 @@ def main(args: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
+    except Exception:
+        if rclpy.ok():
+            raise
+        return 130  # the signal landed inside rclpy (RCLError on the dead context)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -193,7 +193,11 @@ def test_node_serves_a_published_camera_image():
         node.destroy_node()
         rclpy.shutdown(context=context)
         node_proc.terminate()
-        output = node_proc.communicate(timeout=10)[0]
+        try:
+            output = node_proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:  # keep what it said: the failure below shows it
+            node_proc.kill()
+            output = "did not exit within 10 s of SIGTERM:\n" + node_proc.communicate()[0]
         print(output)  # pytest shows it when the test fails
     assert node_proc.returncode == 0, output
     assert f"ws://127.0.0.1:{port}" in output

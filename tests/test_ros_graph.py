@@ -44,13 +44,15 @@ def scenario_file(tmp_path: Path) -> Path:
 
 def run_graph(tmp_path: Path, scenario_file: Path, *bridge_params: str, agent: bool = True,
               timeout_s: float = 240.0) -> tuple[dict, str]:
+    """One episode through bridge (+ agent) processes. The control timeout is generous:
+    a loaded test machine must not turn a slow answer into a fault (and a new trajectory)."""
     out = tmp_path / "bridge"
     agent_proc = subprocess.Popen(node("agent_node"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True) if agent else None
     try:
         wait = ["wait_for_nodes:=['agent']"] if agent else []
         bridge = subprocess.run(node("sim_bridge_node", f"scenario:={scenario_file}", f"out:={out}",
-                                     "startup_timeout_s:=60.0", *wait, *bridge_params),
+                                     "startup_timeout_s:=60.0", "control_timeout_s:=30.0", *wait, *bridge_params),
                                 capture_output=True, text=True, timeout=timeout_s)
     finally:
         if agent_proc is not None:
