@@ -10,6 +10,7 @@ what it reads. rclpy still needs each type's generated package for its type supp
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -62,9 +63,11 @@ class Publishers:
     def publish(self, topic: str, msg: object) -> None:
         self._pubs[topic].publish(encode(msg, self.topics[topic].msgtype))
 
-    def matched(self, node: Node) -> bool:
-        """Every subscription the graph knows of is matched to our writers."""
-        return all(pub.get_subscription_count() >= node.count_subscribers(name) for name, pub in self._pubs.items())
+    def matched(self, node: Node, ready: dict[str, tuple[str, ...]]) -> bool:
+        """Every subscription the graph knows of, and every one a ready node announced,
+        is matched to our writers."""
+        return readers_matched(self._pubs, ready) and all(
+            pub.get_subscription_count() >= node.count_subscribers(name) for name, pub in self._pubs.items())
 
     def wait_for_all_acked(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -82,22 +85,36 @@ def subscribe(node: Node, topic: Topic, callback: Callable[[object], None]):
                                     qos_profile(topic.qos), raw=True)
 
 
-def watch_ready(node: Node, ready: set[str]):
-    """Collect the names of the nodes that announced themselves into ``ready``.
+def watch_ready(node: Node, ready: dict[str, tuple[str, ...]]):
+    """Collect announcements into ``ready``: node name -> the topics it subscribes to.
 
     Every node latches its own announcement; the subscription keeps many, since nodes
     that start together would otherwise overwrite each other in a depth-1 queue."""
     from std_msgs.msg import String
+
+    def on_ready(msg) -> None:
+        announcement = json.loads(msg.data)
+        ready[announcement["node"]] = tuple(announcement["subscribed"])
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    return node.create_subscription(String, READY, lambda msg: ready.add(msg.data), qos)
+    return node.create_subscription(String, READY, on_ready, qos)
+
+
+def readers_matched(publishers: dict[str, object], ready: dict[str, tuple[str, ...]]) -> bool:
+    """Every subscription a ready node announced is matched to our writer of that topic.
+
+    The graph's subscriber counts lag behind a node's announcement, so they cannot tell;
+    a writer's matched-reader count is what decides whether a message reaches it."""
+    return all(pub.get_subscription_count() >= sum(topic in subscribed for subscribed in ready.values())
+               for topic, pub in publishers.items())
 
 
 def announce_ready(node: Node):
-    """Tell the bridge this node has all its subscriptions (latched, one per node)."""
+    """Tell the bridge (or replayer) this node and its subscriptions exist (latched)."""
     from std_msgs.msg import String
+    subscribed = sorted({sub.topic_name for sub in node.subscriptions})
     pub = node.create_publisher(String, READY, qos_profile(Qos.LATCHED))
-    pub.publish(String(data=node.get_name()))
+    pub.publish(String(data=json.dumps({"node": node.get_name(), "subscribed": subscribed})))
     return pub
 
 

@@ -31,7 +31,7 @@ from ros_nodes import topics
 from ros_nodes.bag.errors import BagError
 from ros_nodes.bag.reader import BagReader
 from ros_nodes.convert_sensors import msg_class, time_msg
-from ros_nodes.graph import encode, qos_profile, rclpy_class, watch_ready
+from ros_nodes.graph import encode, qos_profile, rclpy_class, readers_matched, watch_ready
 from ros_nodes.topics import Qos
 from ros_nodes.typestore import cdr_stamp_ns, leading_stamp
 
@@ -71,7 +71,7 @@ class Replayer(Node):
         self.clock_pub = self.pubs.get(topics.CLOCK) or self.create_publisher(
             rclpy_class("rosgraph_msgs/msg/Clock"), topics.CLOCK, flow or qos_profile(Qos.CLOCK))
         self.answers: set[int] = set()
-        self.ready_nodes: set[str] = set()
+        self.ready_nodes: dict[str, tuple[str, ...]] = {}
         watch_ready(self, self.ready_nodes)
         if p["lockstep_topic"]:
             msgtype = self.topics.get(p["lockstep_topic"]) or _table_type(p["lockstep_topic"])
@@ -88,10 +88,10 @@ class Replayer(Node):
         deadline = time.monotonic() + float(self.p["startup_timeout_s"])
         while time.monotonic() < deadline:
             rclpy.spin_once(self, timeout_sec=0.05)
-            if wanted <= self.ready_nodes and all(
+            if wanted <= self.ready_nodes.keys() and readers_matched(self.pubs, self.ready_nodes) and all(
                     pub.get_subscription_count() >= self.count_subscribers(name) for name, pub in self.pubs.items()):
                 return True
-        self.get_logger().error(f"node(s) {', '.join(sorted(wanted - self.ready_nodes))} not ready after "
+        self.get_logger().error(f"node(s) {', '.join(sorted(wanted - self.ready_nodes.keys()))} not ready after "
                                 f"{self.p['startup_timeout_s']} s")
         return False
 

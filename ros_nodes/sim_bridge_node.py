@@ -59,7 +59,7 @@ class SimBridge(Node):
         self.table = topics.topic_table(self.scenario.sensors, self.sim.dt_s)
         self.pubs = Publishers(self, self.table)
         self.controls: dict[int, object] = {}
-        self.ready_nodes: set[str] = set()
+        self.ready_nodes: dict[str, tuple[str, ...]] = {}
         self.control_sub = subscribe(self, _table_topic(self.table, topics.CONTROL), self._on_control)
         watch_ready(self, self.ready_nodes)
 
@@ -115,10 +115,10 @@ class SimBridge(Node):
         while time.monotonic() < deadline:
             rclpy.spin_once(self, timeout_sec=0.05)
             has_driver = self.params["autopilot"] or self.control_sub.get_publisher_count() > 0
-            if wanted <= self.ready_nodes and has_driver and self.pubs.matched(self):
+            if wanted <= self.ready_nodes.keys() and has_driver and self.pubs.matched(self, self.ready_nodes):
                 self.get_logger().info(f"graph ready ({', '.join(sorted(wanted)) or 'no other nodes'})")
                 return True
-        missing = sorted(wanted - self.ready_nodes)
+        missing = sorted(wanted - self.ready_nodes.keys())
         self.get_logger().error(f"no episode: node(s) {', '.join(missing) or '(subscriptions)'} not ready after "
                                 f"{self.params['startup_timeout_s']} s")
         return False

@@ -65,7 +65,7 @@ def recordings(tmp_path_factory):
         images = node.create_publisher(Image, IMAGE, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         result = node.create_publisher(String, RESULT, LATCHED)
         ready: set[str] = set()
-        node.create_subscription(String, "/drivestack/ready", lambda m: ready.add(m.data),
+        node.create_subscription(String, "/drivestack/ready", lambda m: ready.add(json.loads(m.data)["node"]),
                                  QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         procs = {name: start_recorder(name, out / name) for name in ENDINGS}
         names = {f"recorder_{name}" for name in ENDINGS}
@@ -139,7 +139,7 @@ def test_sigint_right_after_a_burst_loses_no_message(tmp_path):
         burst = node.create_publisher(Image, BURST, QoSProfile(depth=BURST_COUNT,
                                                                reliability=ReliabilityPolicy.RELIABLE))
         ready: set[str] = set()
-        node.create_subscription(String, "/drivestack/ready", lambda m: ready.add(m.data),
+        node.create_subscription(String, "/drivestack/ready", lambda m: ready.add(json.loads(m.data)["node"]),
                                  QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         proc = start_recorder("burst", tmp_path / "burst", topics=(BURST,))
         deadline = time.monotonic() + 60
