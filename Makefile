@@ -21,7 +21,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(PIP_STAMP): pyproject.toml | $(BIN)/python
+# Open3D's import needs libusb-1.0 from the system (Debian's libusb-1.0-0).
+SYSTEM_STAMP := $(VENV)/.drivestack-system-deps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(SYSTEM_STAMP): | $(BIN)/python
+	@ldconfig -p | grep -q 'libusb-1.0.so.0' || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq --no-install-recommends libusb-1.0-0; }
+	touch $(SYSTEM_STAMP)
+
+$(PIP_STAMP): pyproject.toml $(SYSTEM_STAMP) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,msgs-build]'
 	touch $(PIP_STAMP)
 

@@ -275,6 +275,13 @@ app.add_typer(bag_app, name="bag")
 from drivestack.cli_replay import replay as replay_command  # noqa: E402
 app.command(name="replay")(replay_command)
 
+from drivestack.cli_collect import collect as collect_command  # noqa: E402
+app.command(name="collect")(collect_command)
+
+from drivestack.cli_train import eval_app, train_app  # noqa: E402
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

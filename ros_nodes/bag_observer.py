@@ -25,15 +25,18 @@ from sim.scenario import Scenario
 
 
 class BagObserver:
-    def __init__(self, path: str | Path, scenario: Scenario, dt_s: float, compression: str = "") -> None:
+    def __init__(self, path: str | Path, scenario: Scenario, dt_s: float, compression: str = "",
+                 chunk_size_bytes: int = 1 << 20) -> None:
         self.path, self.scenario, self.compression = Path(path), scenario, compression
+        self.chunk_size_bytes = chunk_size_bytes
         self.table = {t.name: t for t in topics.recorded_topics(topics.topic_table(scenario.sensors, dt_s))}
         self._writer: BagWriter | None = None
 
     def start(self, road_map: RoadMap, route: Route) -> None:
         s = self.scenario
         self._writer = BagWriter(self.path, {"scenario": s.name, "town": s.town, "seed": s.seed, "weather": s.weather,
-                                             "runner": "in-process"}, compression=self.compression)
+                                             "runner": "in-process"}, compression=self.compression,
+                                 chunk_size_bytes=self.chunk_size_bytes)
         for topic in self.table.values():
             self._writer.add_topic(topic.name, topic.msgtype)
         self._write(topics.MAP, 0, msg_class("std_msgs/msg/String")(data=road_map.xodr_text))

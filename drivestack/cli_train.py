@@ -1,0 +1,138 @@
+"""`drivestack train ...` and `drivestack eval ...`: thin entry points over the engine
+(`models.engine`) and the evaluations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train the project's models on recorded bags.")
+eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate trained models.")
+
+
+def _fail(message: str) -> None:
+    from drivestack.cli import _fail as fail
+    fail(message)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from models.engine import TrainingError
+    from ros_nodes.bag.errors import BagError
+    return TrainingError, BagError
+
+
+@train_app.command("perception")
+def train_perception(
+    data: Path = typer.Option(..., help="Collection directory (drivestack collect --out): trains on DATA/train."),
+    out: Path = typer.Option(Path("out/train/perception"), help="Checkpoints, history.json and TensorBoard logs."),
+    epochs: int = typer.Option(10, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    lr: float = typer.Option(2e-3, min=0.0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    workers: int = typer.Option(2, min=0, help="Data loader worker processes."),
+    seed: int = typer.Option(0, min=0),
+    stride: int = typer.Option(2, min=1, help="Keep every n-th frame of each bag (20 Hz frames are near copies)."),
+    max_steps_per_epoch: int = typer.Option(0, min=0, help="Cap the steps of an epoch (0: the whole set)."),
+    resume: Optional[Path] = typer.Option(None, help="Go on from a checkpoint (OUT/last.pt)."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train without colour jitter, blur and crops."),
+) -> None:
+    """Train the multi-task perception net (detection, segmentation, lanes). Under `torchrun
+    --nproc_per_node N` it trains with DistributedDataParallel."""
+    from models.engine import TrainArgs, train
+    from perception.train_task import PerceptionTask
+    args = TrainArgs(out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, workers=workers, seed=seed,
+                     resume=resume, max_steps_per_epoch=max_steps_per_epoch,
+                     extra={"data": str(data), "stride": stride, "augment": not no_augment,
+                            "command": "drivestack " + " ".join(sys.argv[1:])})
+    try:
+        task = PerceptionTask(data, stride=stride, augment=not no_augment, seed=seed)
+        last = train(task, args)
+    except _errors() as exc:
+        _fail(str(exc))
+    if last:
+        Console().print(f"epoch {last['epoch']}: train loss {last['train_loss']['total']:.4f}"
+                        + (f", validation score {last['val']['score']:.3f}" if "val" in last else "")
+                        + f"; checkpoints in {out}")
+
+
+@eval_app.command("perception")
+def eval_perception(
+    weights: Path = typer.Option(..., help="Shipped weights (models/weights/*.pt) or a training checkpoint."),
+    data: Path = typer.Option(..., help="A collection (evaluates DATA/test, the held-out town and weather), or bags."),
+    out: Path = typer.Option(Path("out/eval/perception.json"), help="Where to write the metrics as JSON."),
+    device: str = typer.Option("auto"),
+    stride: int = typer.Option(5, min=1, help="Keep every n-th frame of each bag."),
+    workers: int = typer.Option(2, min=0),
+    ship: Optional[Path] = typer.Option(None, help="Also export the weights there with a manifest holding these "
+                                                   "metrics (e.g. models/weights/perception_multitask.pt)."),
+) -> None:
+    """Detection mAP@0.5, semantic mIoU, lane F1 (CULane) and latency per frame."""
+    import torch
+
+    from models.engine import resolve_device
+    from models.perception_net import build_multitask
+    from models.weights import export_weights, load_weights
+    from perception.evaluate import latency_ms, multitask_predictor
+    try:
+        device_ = resolve_device(device)
+        config, state, manifest = load_weights(weights, "perception")
+        model = build_multitask(config)
+        model.load_state_dict(state)
+        model.to(device_).eval()
+        root = data / "test" if (data / "test").is_dir() else data
+        metrics, dataset = _evaluate_perception(model, device_, root, stride, workers)
+        torch.set_num_threads(2)  # the latency goal is stated for 2 CPU cores
+        sample = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))])
+        metrics["latency_cpu_2_threads" if device_.type == "cpu" else f"latency_{device_.type}"] = latency_ms(
+            multitask_predictor(model, device_), sample)
+    except _errors() as exc:
+        _fail(str(exc))
+    metrics.update(weights=str(weights), data=str(root), device=str(device_))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2))
+    Console().print(_metrics_table(metrics))
+    Console().print(f"metrics: {out}")
+    if ship is not None:
+        from models.weights import git_commit
+        shipped = export_weights(weights, ship, {"command": "drivestack " + " ".join(sys.argv[1:]),
+                                                  "data": manifest.get("data") or str(data),
+                                                  "held_out_metrics": metrics, "commit": git_commit()})
+        Console().print(f"shipped {ship} ({shipped['bytes'] / 2**20:.1f} MiB, sha256 {shipped['sha256'][:16]}...)")
+
+
+def _evaluate_perception(model, device, root: Path, stride: int, workers: int) -> tuple[dict, object]:
+    from torch.utils.data import DataLoader
+
+    from models.perception_data import PerceptionDataset
+    from perception.evaluate import evaluate, multitask_predictor
+    from perception.train_task import FrameEncoder, collate_with_labels
+    dataset = PerceptionDataset([root], stride=stride, transform=FrameEncoder(model.config(), with_labels=True))
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=collate_with_labels)
+    metrics = evaluate(multitask_predictor(model, device), loader, dataset.image_size)
+    metrics["bags"] = len(dataset.bags)
+    return metrics, dataset
+
+
+def _metrics_table(metrics: dict) -> Table:
+    table = Table(title=f"perception on {metrics['data']} ({metrics['frames']} frames)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def fmt(v) -> str:
+        return "-" if v is None else f"{v:.3f}"
+    table.add_row("detection mAP@0.5 (vehicle, pedestrian)", fmt(metrics["map_50_vehicle_pedestrian"]))
+    table.add_row("detection mAP@0.5 (all classes)", fmt(metrics["map_50"]))
+    for name, ap in metrics["ap_50"].items():
+        table.add_row(f"  AP@0.5 {name} ({metrics['num_gt'][name]} objects)", fmt(ap))
+    table.add_row("semantic mIoU", fmt(metrics.get("miou")))
+    table.add_row("lane F1 (CULane)", fmt(metrics.get("lane_f1")))
+    for key, value in metrics.items():
+        if key.startswith("latency"):
+            table.add_row(f"latency per frame, median ({key[8:]})", f"{value['median_ms']:.1f} ms")
+    return table
