@@ -48,6 +48,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m sim.bench
 	$(BIN)/python -m ros_nodes.bench
+	$(BIN)/python -m models.bench
+	$(BIN)/python -m perception.bench
 
 towns: $(STAMP)
 	$(BIN)/python -m sim.towns.generate_towns

@@ -278,9 +278,10 @@ app.command(name="replay")(replay_command)
 from drivestack.cli_collect import collect as collect_command  # noqa: E402
 app.command(name="collect")(collect_command)
 
-from drivestack.cli_train import eval_app, train_app  # noqa: E402
+from drivestack.cli_train import eval_app, export_app, train_app  # noqa: E402
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

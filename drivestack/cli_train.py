@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train the project's models on recorded bags.")
+export_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export trained models.")
 eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate trained models.")
 
 
@@ -71,6 +72,8 @@ def eval_perception(
     workers: int = typer.Option(2, min=0),
     ship: Optional[Path] = typer.Option(None, help="Also export the weights there with a manifest holding these "
                                                    "metrics (e.g. models/weights/perception_multitask.pt)."),
+    onnx: Optional[Path] = typer.Option(None, help="Run this exported model with ONNX Runtime (CPU) instead of "
+                                                   "torch (--weights still names the labels' net config)."),
 ) -> None:
     """Detection mAP@0.5, semantic mIoU, lane F1 (CULane) and latency per frame."""
     import torch
@@ -85,15 +88,22 @@ def eval_perception(
         model = build_multitask(config)
         model.load_state_dict(state)
         model.to(device_).eval()
+        if onnx is not None:
+            from models.onnx_export import OnnxMultiTask
+            runtime = OnnxMultiTask(onnx)
+            if runtime.config != config:
+                _fail(f"{onnx} was exported from a different net than {weights}")
+            model, device_ = runtime, torch.device("cpu")
         root = data / "test" if (data / "test").is_dir() else data
-        metrics, dataset = _evaluate_perception(model, device_, root, stride, workers)
+        metrics, dataset = _evaluate_perception(model, config, device_, root, stride, workers)
         torch.set_num_threads(2)  # the latency goal is stated for 2 CPU cores
         sample = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))])
         metrics["latency_cpu_2_threads" if device_.type == "cpu" else f"latency_{device_.type}"] = latency_ms(
             multitask_predictor(model, device_), sample)
     except _errors() as exc:
         _fail(str(exc))
-    metrics.update(weights=str(weights), data=str(root), device=str(device_))
+    metrics.update(weights=str(weights), data=str(root), device=str(device_),
+                   runtime="onnxruntime" if onnx is not None else "torch")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2))
     Console().print(_metrics_table(metrics))
@@ -106,13 +116,13 @@ def eval_perception(
         Console().print(f"shipped {ship} ({shipped['bytes'] / 2**20:.1f} MiB, sha256 {shipped['sha256'][:16]}...)")
 
 
-def _evaluate_perception(model, device, root: Path, stride: int, workers: int) -> tuple[dict, object]:
+def _evaluate_perception(model, config: dict, device, root: Path, stride: int, workers: int) -> tuple[dict, object]:
     from torch.utils.data import DataLoader
 
     from models.perception_data import PerceptionDataset
     from perception.evaluate import evaluate, multitask_predictor
     from perception.train_task import FrameEncoder, collate_with_labels
-    dataset = PerceptionDataset([root], stride=stride, transform=FrameEncoder(model.config(), with_labels=True))
+    dataset = PerceptionDataset([root], stride=stride, transform=FrameEncoder(config, with_labels=True))
     loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=collate_with_labels)
     metrics = evaluate(multitask_predictor(model, device), loader, dataset.image_size)
     metrics["bags"] = len(dataset.bags)
@@ -136,3 +146,34 @@ def _metrics_table(metrics: dict) -> Table:
         if key.startswith("latency"):
             table.add_row(f"latency per frame, median ({key[8:]})", f"{value['median_ms']:.1f} ms")
     return table
+
+
+@export_app.command("perception")
+def export_perception(
+    weights: Path = typer.Option(..., help="Shipped weights or a training checkpoint."),
+    out: Path = typer.Option(Path("out/perception.onnx"), help="The .onnx file (its .json beside it)."),
+    width: int = typer.Option(320, min=32),
+    height: int = typer.Option(160, min=32),
+    check: bool = typer.Option(True, help="Run both runtimes on one image and compare the outputs."),
+) -> None:
+    """Export the multi-task net to ONNX, for ONNX Runtime (`drivestack eval perception --onnx`)."""
+    import torch
+
+    from models.onnx_export import OUTPUT_NAMES, OnnxMultiTask, export_onnx
+    from models.perception_net import build_multitask
+    from models.weights import load_weights
+    try:
+        config, state, _ = load_weights(weights, "perception")
+        model = build_multitask(config)
+        model.load_state_dict(state)
+        export_onnx(model.eval(), out, (width, height))
+    except (ValueError, *_errors()) as exc:
+        _fail(str(exc))
+    Console().print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if check:
+        images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            reference = model(images)
+        ours = OnnxMultiTask(out)(images)
+        worst = max(float((reference[n] - ours[n]).abs().max()) for n in OUTPUT_NAMES)
+        Console().print(f"ONNX Runtime vs torch: largest output difference {worst:.2e}")

@@ -106,8 +106,8 @@ def lanes_msg(lanes: tuple[LaneBoundary, ...], stamp_ns: int):
     lane = msg_class("drivestack_msgs/msg/Lane")
     out = []
     for boundary in lanes:
-        projections = [image_points(camera=name, u_px=np.asarray(px[:, 0], np.float32),
-                                    v_px=np.asarray(px[:, 1], np.float32))
+        projections = [image_points(camera=name, u_px=np.ascontiguousarray(px[:, 0], np.float32),
+                                    v_px=np.ascontiguousarray(px[:, 1], np.float32))
                        for name, px in sorted(boundary.image_px.items())]
         out.append(lane(position=boundary.position, marking=boundary.marking, score=1.0,
                         points=[point(*p) for p in boundary.points_m], image=projections))

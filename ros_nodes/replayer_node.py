@@ -152,7 +152,8 @@ class Replayer(Node):
 
 def _table_type(name: str) -> str:
     from sim.sensors.suite import SensorSuite
-    for topic in topics.topic_table(SensorSuite(), 0.05):
+    known = (*topics.topic_table(SensorSuite(), 0.05), *topics.camera_perception_topics("front"), topics.OBSTACLES_TOPIC)
+    for topic in known:
         if topic.name == name:
             return topic.msgtype
     raise ValueError(f"lockstep_topic {name}: not in the bag or the topic table; its type is unknown")

@@ -13,7 +13,7 @@ Ground truth (privileged: what only the simulator knows) lives under
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sim.sensors.suite import SensorSuite
 
@@ -69,6 +69,52 @@ ACTORS = f"{GROUND_TRUTH_NS}/actors"
 TRAFFIC_LIGHTS = f"{GROUND_TRUTH_NS}/traffic_lights"
 BOXES_3D = f"{GROUND_TRUTH_NS}/boxes_3d"
 LANES = f"{GROUND_TRUTH_NS}/lanes"
+
+
+PERCEPTION_NS = "/drivestack/perception"
+PERCEPTION_LANES = f"{PERCEPTION_NS}/lanes"
+OBSTACLES = f"{PERCEPTION_NS}/obstacles"
+
+
+def detections_topic(camera: str) -> str:
+    return f"{PERCEPTION_NS}/{camera}/detections"
+
+
+def semantic_topic(camera: str) -> str:
+    return f"{PERCEPTION_NS}/{camera}/semantic"
+
+
+def overlay_topic(camera: str) -> str:
+    return f"{PERCEPTION_NS}/{camera}/overlay"
+
+
+def camera_perception_topics(camera: str, rate_hz: float | None = None) -> tuple[Topic, ...]:
+    """What the perception node publishes for ``camera``, one message each per image."""
+    return (
+        Topic(detections_topic(camera), "drivestack_msgs/msg/Detection2DArray", Qos.SENSOR, rate_hz,
+              description=f"objects found in {camera}: class, score, box (px)"),
+        Topic(semantic_topic(camera), "sensor_msgs/msg/Image", Qos.SENSOR, rate_hz,
+              description="mono8 semantic class ids (schema table) predicted per pixel"),
+        Topic(PERCEPTION_LANES, "drivestack_msgs/msg/LaneArray", Qos.SENSOR, rate_hz,
+              description="predicted lane boundaries: base_link ground points and image pixels"),
+        Topic(overlay_topic(camera), "sensor_msgs/msg/Image", Qos.SENSOR, rate_hz,
+              description="rgb8 camera image with the predictions drawn on it, for viewing"),
+    )
+
+
+OBSTACLES_TOPIC = Topic(OBSTACLES, "drivestack_msgs/msg/ObstacleArray", Qos.SENSOR, None,
+                        description="LiDAR obstacles (Open3D clusters): upright boxes in base_link")
+
+
+def perception_topics(suite: SensorSuite, dt_s: float, camera: str = "front") -> tuple[Topic, ...]:
+    """What the perception and lidar_obstacles nodes publish for ``suite``."""
+    rate = 1.0 / dt_s
+    rows: list[Topic] = []
+    if any(c.name == camera and "rgb" in c.kinds for c in suite.cameras):
+        rows += camera_perception_topics(camera, rate)
+    if suite.lidar is not None:
+        rows.append(replace(OBSTACLES_TOPIC, rate_hz=rate))
+    return tuple(rows)
 
 
 def camera_sensor_id(camera: str, kind: str) -> str:

@@ -129,3 +129,21 @@ def test_weights_of_another_task_or_not_weights_are_refused(tmp_path):
         load_weights(path, "perception")
     with pytest.raises(WeightsError, match="no weights at"):
         load_weights(Path(tmp_path / "none.pt"), "perception")
+
+
+def test_onnx_export_matches_torch_outputs_and_metrics(collection, trained, tmp_path):
+    onnx = tmp_path / "perception.onnx"
+    proc = drivestack("export", "perception", "--weights", str(trained / "best.pt"), "--out", str(onnx))
+    assert proc.returncode == 0, proc.stderr
+    worst = float(proc.stdout.split("largest output difference")[1].split()[0])
+    assert worst < 1e-3
+    results = {}
+    for runtime, extra in (("torch", ()), ("onnx", ("--onnx", str(onnx)))):
+        out = tmp_path / f"{runtime}.json"
+        proc = drivestack("eval", "perception", "--weights", str(trained / "best.pt"), "--data", str(collection),
+                          "--out", str(out), "--stride", "10", "--device", "cpu", *extra)
+        assert proc.returncode == 0, proc.stderr
+        results[runtime] = json.loads(out.read_text())
+    assert results["onnx"]["runtime"] == "onnxruntime"
+    for key in ("miou", "lane_f1", "map_50"):
+        assert results["onnx"][key] == pytest.approx(results["torch"][key], abs=1e-3)
