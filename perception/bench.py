@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,22 +24,15 @@ from models.onnx_export import OnnxMultiTask, export_onnx
 from models.perception_net import build_multitask
 from models.weights import load_weights
 from perception.camera_pipeline import DEFAULT_WEIGHTS
-from perception.evaluate import multitask_predictor
+from perception.evaluate import latency_ms, multitask_predictor
 
 THREADS = 2
 RUNS, WARMUP = 40, 5
 SIZE = (320, 160)
 
 
-def _median_ms(fn, images: torch.Tensor) -> float:
-    times = []
-    for k in range(WARMUP + RUNS):
-        image = images[k % len(images)].unsqueeze(0)
-        started = time.perf_counter()
-        fn(image)
-        if k >= WARMUP:
-            times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times)
+def _median_ms(predict, images: torch.Tensor) -> float:
+    return latency_ms(predict, images, runs=RUNS, warmup=WARMUP)["median_ms"]
 
 
 def _params(model: torch.nn.Module) -> float:

@@ -8,7 +8,6 @@ the planner needs. No ROS here: the perception node and offline tools share it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from drivestack.frames import rotation_rpy
 from drivestack.schema import LaneBoundary, ObjectDetection
 from models.labels import DETECTION_CLASSES, TRAIN_TO_SEMANTIC
 from models.perception_decode import decode_detections, decode_lanes, decode_segmentation
@@ -43,14 +43,8 @@ class CameraMount:
     yaw_rad: float = 0.0
 
     def rotation(self) -> np.ndarray:
-        """Camera body (REP 103) -> base_link: Rz(yaw) Ry(pitch) Rx(roll)."""
-        cr, sr = math.cos(self.roll_rad), math.sin(self.roll_rad)
-        cp, sp = math.cos(self.pitch_rad), math.sin(self.pitch_rad)
-        cy, sy = math.cos(self.yaw_rad), math.sin(self.yaw_rad)
-        rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-        ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-        rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-        return rz @ ry @ rx
+        """Camera body (REP 103) -> base_link."""
+        return rotation_rpy(self.roll_rad, self.pitch_rad, self.yaw_rad)
 
 
 def image_to_ground(uv_px: np.ndarray, intrinsics: np.ndarray, mount: CameraMount) -> np.ndarray:

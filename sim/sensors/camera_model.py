@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivestack.frames import rotation_rpy
+
 CAMERA_KINDS = ("rgb", "depth", "semantic", "instance")
 MAX_IMAGE_SIDE_PX = 4096  # the software renderer's texture limit
 
@@ -66,13 +68,7 @@ class CameraConfig:
 
     def mount_rotation(self) -> np.ndarray:
         """Rotation taking camera-body (REP 103) vectors into base_link: Rz(yaw) Ry(pitch) Rx(roll)."""
-        cr, sr = math.cos(self.roll_rad), math.sin(self.roll_rad)
-        cp, sp = math.cos(self.pitch_rad), math.sin(self.pitch_rad)
-        cy, sy = math.cos(self.yaw_rad), math.sin(self.yaw_rad)
-        rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-        ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-        rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-        return rz @ ry @ rx
+        return rotation_rpy(self.roll_rad, self.pitch_rad, self.yaw_rad)
 
     def base_link_to_optical(self, points_base: np.ndarray) -> np.ndarray:
         """(N, 3) points in base_link -> (N, 3) in this camera's optical frame."""
