@@ -262,6 +262,38 @@ class Box3D:
 
 
 @dataclass(frozen=True)
+class Obstacle:
+    """An obstacle the LiDAR sees: an upright box in ``base_link`` (as :class:`Box3D`),
+    ``z_m`` its centre's height. ``yaw_rad`` is the direction of the box's length, in
+    (-pi/2, pi/2] (a box has no front). ``obstacle_id`` numbers the obstacles of one scan
+    (nearest first); it does not follow an object from scan to scan."""
+
+    obstacle_id: int
+    x_m: float
+    y_m: float
+    z_m: float
+    yaw_rad: float
+    length_m: float
+    width_m: float
+    height_m: float
+    point_count: int
+
+
+@dataclass(frozen=True)
+class ObjectDetection:
+    """An object a camera model found: a box in image pixels (u right, v down) with its
+    class (``vehicle``, ``pedestrian``, ``traffic_light_red|yellow|green``) and score."""
+
+    camera: str
+    label: str
+    score: float
+    u_min_px: float
+    v_min_px: float
+    u_max_px: float
+    v_max_px: float
+
+
+@dataclass(frozen=True)
 class Box2D:
     """An object's box in one camera image, pixels (u right, v down), clipped to the
     image. ``truncation`` is the share of the object's unclipped projected box outside

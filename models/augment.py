@@ -54,7 +54,7 @@ class PerceptionAugment:
         if rng.random() < c.blur_probability:
             image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(*c.blur_sigma_px)))
         return PerceptionFrame(image, frame.semantic, frame.boxes_px, frame.box_classes, frame.box_ignore,
-                               frame.lanes_px, frame.stamp_ns, frame.source)
+                               frame.lanes_px, frame.stamp_ns, frame.source, frame.lanes_labelled)
 
 
 def colour_jitter(image: np.ndarray, rng: np.random.Generator, c: AugmentConfig) -> np.ndarray:
@@ -105,4 +105,4 @@ def crop_resize(frame: PerceptionFrame, rng: np.random.Generator, min_scale: flo
         if inside.sum() >= 2:
             lanes[position] = moved_points[inside]
     return PerceptionFrame(image, semantic, clipped[keep], frame.box_classes[keep], ignore[keep], lanes,
-                           frame.stamp_ns, frame.source)
+                           frame.stamp_ns, frame.source, frame.lanes_labelled)

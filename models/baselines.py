@@ -69,4 +69,4 @@ def run_detection_baseline(model: SSD, images: torch.Tensor, score_threshold: fl
 @torch.no_grad()
 def run_segmentation_baseline(model: LRASPP, images: torch.Tensor) -> np.ndarray:
     """(B, H, W) uint8 training indices."""
-    return model(images)["out"].argmax(dim=1).to(torch.uint8).cpu().numpy()
+    return model(images)["out"].max(dim=1).indices.to(torch.uint8).cpu().numpy()

@@ -51,7 +51,8 @@ class PerceptionFrame:
     loss must neither reward nor punish (too small or mostly hidden). ``semantic`` holds
     training indices (``SEMANTIC_TO_TRAIN`` applied, ``IGNORE_INDEX`` for unknown ids).
     ``lanes_px`` maps a ``LANE_POSITIONS`` entry to its (K, 2) pixel polyline, ordered
-    from the bottom of the image up.
+    from the bottom of the image up; ``lanes_labelled`` tells an empty dict of a bag without
+    lane labels (the lane loss skips the frame) from a frame with no lane in view.
     """
 
     image: np.ndarray  # (H, W, 3) uint8 RGB
@@ -62,6 +63,7 @@ class PerceptionFrame:
     lanes_px: dict[int, np.ndarray] = field(default_factory=dict)
     stamp_ns: int = 0
     source: str = ""  # bag path and frame, for error messages and debugging
+    lanes_labelled: bool = True  # False: the bag has no lane labels (not "no lane in view")
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from ros_nodes.bag.errors import BagError
 from ros_nodes.convert_labels import boxes_2d, lane_boundaries
 from ros_nodes.convert_sensors import MessageError, image_array, rgb_array
 
-LABELS_VERSION = 1
+LABELS_VERSION = 2
 # Objects the metric and the loss neither reward nor punish (the evaluation
 # counts objects at least 10 px tall and 30 % visible).
 MIN_BOX_HEIGHT_PX = 10.0
@@ -48,6 +48,7 @@ class BagLabels:
     lane_positions: np.ndarray  # (L,) int64
     lane_point_start: np.ndarray  # (L + 1,) into lane_points
     lane_points: np.ndarray  # (P, 2) float32 pixels
+    lanes_labelled: np.ndarray  # (F,) bool: the bag has a lanes message at this frame
 
     def __len__(self) -> int:
         return len(self.stamps_ns)
@@ -107,7 +108,7 @@ def _decode_labels(index: BagIndex, camera: str) -> BagLabels:
                      np.array(box_start, np.int64), np.array(boxes, np.float32).reshape(-1, 4),
                      np.array(classes, np.int64), np.array(ignore, bool), np.array(lane_start, np.int64),
                      np.array(positions, np.int64), np.array(point_start, np.int64),
-                     np.array(points, np.float32).reshape(-1, 2))
+                     np.array(points, np.float32).reshape(-1, 2), rows[:, 3] >= 0)
 
 
 def load_labels(bag: str | Path, camera: str, index: BagIndex | None = None) -> tuple[BagIndex, BagLabels]:
@@ -204,7 +205,7 @@ class PerceptionDataset(Dataset):
             raise BagError(f"{where}: {exc}") from None
         boxes, classes, ignore = labels.frame_boxes(f)
         frame = PerceptionFrame(image, semantic, boxes.copy(), classes.copy(), ignore.copy(), labels.frame_lanes(f),
-                                int(labels.stamps_ns[f]), where)
+                                int(labels.stamps_ns[f]), where, bool(labels.lanes_labelled[f]))
         return resize_frame(frame, self.image_size)
 
     def __getitem__(self, i: int):
@@ -225,4 +226,5 @@ def resize_frame(frame: PerceptionFrame, size: tuple[int, int]) -> PerceptionFra
     boxes = frame.boxes_px * np.array([sx, sy, sx, sy], np.float32)
     lanes = {k: v * np.array([sx, sy], np.float32) for k, v in frame.lanes_px.items()}
     ignore = frame.box_ignore | (boxes[:, 3] - boxes[:, 1] < MIN_BOX_HEIGHT_PX)
-    return PerceptionFrame(image, semantic, boxes, frame.box_classes, ignore, lanes, frame.stamp_ns, frame.source)
+    return PerceptionFrame(image, semantic, boxes, frame.box_classes, ignore, lanes, frame.stamp_ns, frame.source,
+                           frame.lanes_labelled)

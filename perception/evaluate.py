@@ -33,10 +33,12 @@ class FrameLabels:
     box_ignore: np.ndarray
     semantic: np.ndarray | None
     lanes_px: dict[int, np.ndarray]
+    lanes_labelled: bool = True
 
     @classmethod
     def of(cls, frame: PerceptionFrame) -> FrameLabels:
-        return cls(frame.boxes_px, frame.box_classes, frame.box_ignore, frame.semantic, frame.lanes_px)
+        return cls(frame.boxes_px, frame.box_classes, frame.box_ignore, frame.semantic, frame.lanes_px,
+                   frame.lanes_labelled)
 
 
 # Predictions of one batch: per image (detections, segmentation or None, lanes or None).
@@ -69,7 +71,7 @@ class PerceptionScores:
         if semantic is not None and labels.semantic is not None:
             self.has_segmentation = True
             self.segmentation.update(semantic, labels.semantic)
-        if lanes is not None:
+        if lanes is not None and labels.lanes_labelled:
             self.has_lanes = True
             self.lanes.update(lanes, labels.lanes_px)
 

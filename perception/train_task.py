@@ -35,7 +35,8 @@ class FrameEncoder:
     with_labels: bool = False
 
     def __call__(self, frame: PerceptionFrame):
-        image, targets = normalize(frame.image), encode_targets(frame, self.net_config)
+        image = normalize(frame.image)
+        targets = encode_targets(frame, self.net_config, lanes_labelled=frame.lanes_labelled)
         return (image, targets, FrameLabels.of(frame)) if self.with_labels else (image, targets)
 
 
