@@ -47,44 +47,15 @@ def replay(bag, weights, out) -> subprocess.CompletedProcess:
                            "--record", str(out)], capture_output=True, text=True, timeout=600)
 
 
-def test_nodes_answer_every_frame_of_a_replayed_bag(bag, weights, tmp_path):
-    proc = replay(bag, weights, tmp_path / "out")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = {t.name: t.count for t in bag_info(tmp_path / "out").topics}
-    frames = counts["/carla/ego_vehicle/rgb_front/image"]
-    assert frames > 50
-    assert all(counts[name] == frames for name in OUTPUTS), {n: counts.get(n) for n in OUTPUTS}
-    by_stamp: dict[int, dict] = {}
-    for m in iter_messages(tmp_path / "out", [*OUTPUTS, topics.BOXES_3D, "/carla/ego_vehicle/rgb_front/image"],
-                           deserialize=True):
-        by_stamp.setdefault(m.stamp_ns, {})[m.topic] = m.data
-    matched = total = 0
-    for stamp, msgs in by_stamp.items():
-        assert set(OUTPUTS) <= msgs.keys(), f"t={stamp}: missing {set(OUTPUTS) - msgs.keys()}"
-        semantic = image_array(msgs[topics.semantic_topic("front")])
-        assert semantic.shape == (160, 320) and semantic.dtype == np.uint8
-        overlay = rgb_array(msgs[topics.overlay_topic("front")])
-        assert overlay.shape == rgb_array(msgs["/carla/ego_vehicle/rgb_front/image"]).shape
-        for d in detections_of(msgs[topics.detections_topic("front")], "front"):
-            assert 0 <= d.u_min_px <= d.u_max_px <= 320 and 0.3 <= d.score <= 1.0
-        obstacles = obstacles_of(msgs[topics.OBSTACLES])
-        truth = np.array([(b.x_m, b.y_m) for b in boxes_3d(msgs[topics.BOXES_3D])
-                          if b.object_class.value in ("vehicle", "pedestrian")]).reshape(-1, 2)
-        m, n = obstacle_recall(np.array([(o.x_m, o.y_m) for o in obstacles]).reshape(-1, 2), truth,
-                               max_range_m=20.0, match_distance_m=1.0)
-        matched, total = matched + m, total + n
-    assert total > 0 and matched / total >= 0.8, (matched, total)
-
-
-def test_a_bad_image_and_nan_points_are_skipped_not_fatal(bag, weights, tmp_path):
-    """One RGB image re-labelled with an encoding it does not have, one cloud with NaNs."""
-    damaged = tmp_path / "damaged"
+def damage(bag, out):
+    """A copy of ``bag`` with one RGB image re-labelled with an encoding it does not have
+    and that frame's LiDAR cloud holding NaNs; returns the damaged frame's stamp."""
     store = typestore()
     rgb, cloud = "/carla/ego_vehicle/rgb_front/image", topics.LIDAR
     messages = list(iter_messages(bag))
     stamps = sorted({m.stamp_ns for m in messages if m.topic == rgb})
     bad_stamp = stamps[len(stamps) // 2]
-    writer = BagWriter(damaged)
+    writer = BagWriter(out)
     for topic, msgtype in sorted({(m.topic, m.msgtype) for m in messages}):
         writer.add_topic(topic, msgtype)
     for m in messages:
@@ -100,10 +71,40 @@ def test_a_bad_image_and_nan_points_are_skipped_not_fatal(bag, weights, tmp_path
             data = store.serialize_cdr(msg, m.msgtype)
         writer.write(m.topic, m.stamp_ns, data)
     writer.close()
-    proc = replay(damaged, weights, tmp_path / "out")
+    return bad_stamp
+
+
+def test_nodes_answer_every_frame_and_skip_a_bad_one(bag, weights, tmp_path):
+    bad_stamp = damage(bag, tmp_path / "damaged")
+    proc = replay(tmp_path / "damaged", weights, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped" in proc.stderr and "32FC1" in proc.stderr  # logged, and the node went on
     counts = {t.name: t.count for t in bag_info(tmp_path / "out").topics}
-    frames = counts[rgb]
-    assert counts[topics.detections_topic("front")] == frames - 1  # the bad image only
+    frames = counts["/carla/ego_vehicle/rgb_front/image"]
+    assert frames > 50
+    camera_outputs = [t.name for t in topics.camera_perception_topics("front")]
+    assert all(counts[name] == frames - 1 for name in camera_outputs), {n: counts.get(n) for n in OUTPUTS}
     assert counts[topics.OBSTACLES] == frames  # NaN points dropped, the scan still counts
-    assert "skipped" in proc.stderr and "32FC1" in proc.stderr
+    by_stamp: dict[int, dict] = {}
+    for m in iter_messages(tmp_path / "out", [*OUTPUTS, topics.BOXES_3D, "/carla/ego_vehicle/rgb_front/image"],
+                           deserialize=True):
+        by_stamp.setdefault(m.stamp_ns, {})[m.topic] = m.data
+    matched = total = 0
+    for stamp, msgs in by_stamp.items():
+        expected = set(OUTPUTS) - (set(camera_outputs) if stamp == bad_stamp else set())
+        assert expected <= msgs.keys(), f"t={stamp}: missing {expected - msgs.keys()}"
+        obstacles = obstacles_of(msgs[topics.OBSTACLES])
+        truth = np.array([(b.x_m, b.y_m) for b in boxes_3d(msgs[topics.BOXES_3D])
+                          if b.object_class.value in ("vehicle", "pedestrian")]).reshape(-1, 2)
+        m, n = obstacle_recall(np.array([(o.x_m, o.y_m) for o in obstacles]).reshape(-1, 2), truth,
+                               max_range_m=20.0, match_distance_m=1.0)
+        matched, total = matched + m, total + n
+        if stamp == bad_stamp:
+            continue
+        semantic = image_array(msgs[topics.semantic_topic("front")])
+        assert semantic.shape == (160, 320) and semantic.dtype == np.uint8
+        overlay = rgb_array(msgs[topics.overlay_topic("front")])
+        assert overlay.shape == rgb_array(msgs["/carla/ego_vehicle/rgb_front/image"]).shape
+        for d in detections_of(msgs[topics.detections_topic("front")], "front"):
+            assert 0 <= d.u_min_px <= d.u_max_px <= 320 and 0.3 <= d.score <= 1.0
+    assert total > 0 and matched / total >= 0.8, (matched, total)
