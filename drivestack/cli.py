@@ -129,16 +129,27 @@ def drive(
     foxglove: bool = typer.Option(False, "--foxglove", help="With --ros: serve camera, LiDAR and trajectory on a local "
                                                             "Foxglove WebSocket (ws://127.0.0.1:8765); open it in "
                                                             "Foxglove (Open connection -> Foxglove WebSocket)."),
+    perception: bool = typer.Option(False, "--perception", help="With --ros: run the camera perception node on the "
+                                                                "front camera (detections, semantic mask, lanes, "
+                                                                "overlay), recorded and shown in the live view."),
+    perception_weights: Optional[Path] = typer.Option(None, help="With --perception: its weights (default: the "
+                                                                 "shipped models/weights/perception_multitask.pt)."),
+    lidar_obstacles: bool = typer.Option(False, "--lidar-obstacles", help="With --ros: run the LiDAR obstacle node "
+                                                                          "(needs a LiDAR, e.g. --sensors full), "
+                                                                          "recorded and shown in the live view."),
 ) -> None:
     """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
     if ros and record is not None:
         _fail("with --ros the bag is always recorded, to OUT/bag; --record is for in-process runs")
     if ros:
         _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out, weather, sensors, video,
-                   as_json, foxglove)
+                   as_json, foxglove, perception, perception_weights, lidar_obstacles)
         return
     if foxglove:
         _fail("--foxglove needs --ros (the live view is a node of the ROS 2 graph)")
+    if perception or lidar_obstacles or perception_weights is not None:
+        _fail("--perception, --perception-weights and --lidar-obstacles need --ros (they run nodes of the ROS 2 "
+              "graph)")
     from sim.birdseye import save_birdseye
     from sim.builtin import BuiltinSimulator
     from sim.driving_score import format_results_table, global_score, results_to_json
@@ -203,7 +214,8 @@ def drive(
 
 
 def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out: Path, weather, sensors,
-               video, as_json: bool, foxglove: bool = False) -> None:
+               video, as_json: bool, foxglove: bool = False, perception: bool = False,
+               perception_weights: Optional[Path] = None, lidar_obstacles: bool = False) -> None:
     """One episode through launch/drive.yaml; the bridge writes results.json, the PNG and the bag."""
     from ros_nodes.launcher import LaunchError, load_launch, run_launch
     from sim.driving_score import format_results_table, global_score
@@ -213,10 +225,21 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
               "(without --ros)")
     name = scenario or "default"
     try:  # fail here, with the CLI's message, rather than in a node
-        resolve_scenario(name, seed=seed, sensors=sensors, weather=weather, npc_vehicles=npc_vehicles,
-                         pedestrians=pedestrians)
+        chosen = resolve_scenario(name, seed=seed, sensors=sensors, weather=weather, npc_vehicles=npc_vehicles,
+                                  pedestrians=pedestrians)
     except _user_errors() as exc:
         _fail(str(exc))
+    if perception_weights is not None and not perception:
+        _fail("--perception-weights is for --perception")
+    if perception and not any(c.name == "front" and "rgb" in c.kinds for c in chosen.sensors.cameras):
+        _fail("--perception needs a front RGB camera: choose --sensors full or front_rgb")
+    if lidar_obstacles and chosen.sensors.lidar is None:
+        _fail("--lidar-obstacles needs a LiDAR: choose --sensors full")
+    if perception:
+        from perception.camera_pipeline import DEFAULT_WEIGHTS  # torch: only when the node will run anyway
+        if not (perception_weights or DEFAULT_WEIGHTS).is_file():
+            _fail(f"no perception weights at {perception_weights or DEFAULT_WEIGHTS}: train and ship them (README: "
+                  "Perception) or give --perception-weights")
     if (out / "bag").exists():
         _fail(f"{out / 'bag'} exists: give a new --out (bags are never overwritten)")
     (out / "results.json").unlink(missing_ok=True)
@@ -224,7 +247,9 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
                  "sensors": sensors or "", "weather": weather or "",
                  "npc_vehicles": str(-1 if npc_vehicles is None else npc_vehicles),
                  "pedestrians": str(-1 if pedestrians is None else pedestrians),
-                 "foxglove": "true" if foxglove else "false"}
+                 "foxglove": "true" if foxglove else "false", "perception": "true" if perception else "false",
+                 "perception_weights": str(perception_weights or ""),
+                 "lidar_obstacles": "true" if lidar_obstacles else "false"}
     try:
         description = load_launch(LAUNCH_DIR / "drive.yaml", arguments)
     except LaunchError as exc:

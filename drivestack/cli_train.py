@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -42,17 +43,23 @@ def train_perception(
     max_steps_per_epoch: int = typer.Option(0, min=0, help="Cap the steps of an epoch (0: the whole set)."),
     resume: Optional[Path] = typer.Option(None, help="Go on from a checkpoint (OUT/last.pt)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without colour jitter, blur and crops."),
+    model: str = typer.Option("multitask", help="multitask (detection + segmentation + lanes), or a torchvision "
+                                                "baseline to compare with: ssdlite (detection), lraspp (segmentation)."),
 ) -> None:
-    """Train the multi-task perception net (detection, segmentation, lanes). Under `torchrun
-    --nproc_per_node N` it trains with DistributedDataParallel."""
+    """Train the multi-task perception net (detection, segmentation, lanes) or a baseline.
+    Under `torchrun --nproc_per_node N` it trains with DistributedDataParallel."""
     from models.engine import TrainArgs, train
+    from perception.baseline_task import BASELINES, BaselineTask
     from perception.train_task import PerceptionTask
+    if model not in ("multitask", *BASELINES):
+        _fail(f"unknown model {model!r} (multitask, {', '.join(BASELINES)})")
     args = TrainArgs(out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, workers=workers, seed=seed,
                      resume=resume, max_steps_per_epoch=max_steps_per_epoch,
-                     extra={"data": str(data), "stride": stride, "augment": not no_augment,
+                     extra={"data": str(data), "stride": stride, "augment": not no_augment, "model": model,
                             "command": "drivestack " + " ".join(sys.argv[1:])})
     try:
-        task = PerceptionTask(data, stride=stride, augment=not no_augment, seed=seed)
+        task = (PerceptionTask(data, stride=stride, augment=not no_augment, seed=seed) if model == "multitask" else
+                BaselineTask(data, model, stride=stride, augment=not no_augment))
         last = train(task, args)
     except _errors() as exc:
         _fail(str(exc))
@@ -75,34 +82,25 @@ def eval_perception(
     onnx: Optional[Path] = typer.Option(None, help="Run this exported model with ONNX Runtime (CPU) instead of "
                                                    "torch (--weights still names the labels' net config)."),
 ) -> None:
-    """Detection mAP@0.5, semantic mIoU, lane F1 (CULane) and latency per frame."""
+    """Detection mAP@0.5, semantic mIoU, lane F1 (CULane) and latency per frame, of the
+    multi-task net or a baseline (whichever the weights hold)."""
     import torch
 
     from models.engine import resolve_device
-    from models.perception_net import build_multitask
-    from models.weights import export_weights, load_weights
-    from perception.evaluate import latency_ms, multitask_predictor
+    from models.weights import export_weights
+    from perception.evaluate import latency_ms
     try:
         device_ = resolve_device(device)
-        config, state, manifest = load_weights(weights, "perception")
-        model = build_multitask(config)
-        model.load_state_dict(state)
-        model.to(device_).eval()
-        if onnx is not None:
-            from models.onnx_export import OnnxMultiTask
-            runtime = OnnxMultiTask(onnx)
-            if runtime.config != config:
-                _fail(f"{onnx} was exported from a different net than {weights}")
-            model, device_ = runtime, torch.device("cpu")
+        loaded = _load_perception_model(weights, device_, onnx)
         root = data / "test" if (data / "test").is_dir() else data
-        metrics, dataset = _evaluate_perception(model, config, device_, root, stride, workers)
+        metrics, dataset = _evaluate_perception(loaded, root, stride, workers)
         torch.set_num_threads(2)  # the latency goal is stated for 2 CPU cores
         sample = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))])
-        metrics["latency_cpu_2_threads" if device_.type == "cpu" else f"latency_{device_.type}"] = latency_ms(
-            multitask_predictor(model, device_), sample)
+        metrics["latency_cpu_2_threads" if loaded.device.type == "cpu" else f"latency_{loaded.device.type}"] = \
+            latency_ms(loaded.predictor, sample)
     except _errors() as exc:
         _fail(str(exc))
-    metrics.update(weights=str(weights), data=str(root), device=str(device_),
+    metrics.update(weights=str(weights), data=str(root), device=str(loaded.device), model=loaded.kind,
                    runtime="onnxruntime" if onnx is not None else "torch")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2))
@@ -111,35 +109,82 @@ def eval_perception(
     if ship is not None:
         from models.weights import git_commit
         shipped = export_weights(weights, ship, {"command": "drivestack " + " ".join(sys.argv[1:]),
-                                                  "data": manifest.get("data") or str(data),
+                                                  "data": loaded.manifest.get("data") or str(data),
                                                   "held_out_metrics": metrics, "commit": git_commit()})
         Console().print(f"shipped {ship} ({shipped['bytes'] / 2**20:.1f} MiB, sha256 {shipped['sha256'][:16]}...)")
 
 
-def _evaluate_perception(model, config: dict, device, root: Path, stride: int, workers: int) -> tuple[dict, object]:
+@dataclass
+class _Loaded:
+    kind: str  # multitask | ssdlite | lraspp
+    predictor: object
+    encoder: object  # frame -> (image, target, labels)
+    collate: object
+    device: object
+    manifest: dict
+
+
+def _load_perception_model(weights: Path, device, onnx: Optional[Path]) -> _Loaded:
+    """The model the weights hold (multi-task net or a baseline), ready to evaluate."""
+    import torch
+
+    from models.perception_net import build_multitask
+    from models.weights import WeightsError, load_weights
+    from perception.baseline_task import TASK as BASELINE_TASK
+    from perception.baseline_task import BaselineEncoder, BaselineTask, baseline_predictor, build_baseline
+    from perception.evaluate import multitask_predictor
+    from perception.train_task import FrameEncoder, collate_with_labels
+    try:
+        config, state, manifest = load_weights(weights, "perception")
+        kind = "multitask"
+    except WeightsError as exc:
+        if f"a {BASELINE_TASK!r} model" not in str(exc):
+            raise
+        config, state, manifest = load_weights(weights, BASELINE_TASK)
+        kind = config["kind"]
+    model = build_multitask(config) if kind == "multitask" else build_baseline(config)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    if kind != "multitask":
+        if onnx is not None:
+            raise WeightsError("--onnx runs the multi-task net only")
+        task = BaselineTask(Path("."), kind)
+        return _Loaded(kind, baseline_predictor(model, kind, device), BaselineEncoder(kind, with_labels=True),
+                       task.collate, device, manifest)
+    if onnx is not None:
+        from models.onnx_export import OnnxMultiTask
+        runtime = OnnxMultiTask(onnx)
+        if runtime.config != config:
+            raise WeightsError(f"{onnx} was exported from a different net than {weights}")
+        model, device = runtime, torch.device("cpu")
+    return _Loaded(kind, multitask_predictor(model, device), FrameEncoder(config, with_labels=True),
+                   collate_with_labels, device, manifest)
+
+
+def _evaluate_perception(loaded: _Loaded, root: Path, stride: int, workers: int) -> tuple[dict, object]:
     from torch.utils.data import DataLoader
 
     from models.perception_data import PerceptionDataset
-    from perception.evaluate import evaluate, multitask_predictor
-    from perception.train_task import FrameEncoder, collate_with_labels
-    dataset = PerceptionDataset([root], stride=stride, transform=FrameEncoder(config, with_labels=True))
-    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=collate_with_labels)
-    metrics = evaluate(multitask_predictor(model, device), loader, dataset.image_size)
+    from perception.evaluate import evaluate
+    dataset = PerceptionDataset([root], stride=stride, transform=loaded.encoder)
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=loaded.collate)
+    metrics = evaluate(loaded.predictor, loader, dataset.image_size)
     metrics["bags"] = len(dataset.bags)
     return metrics, dataset
 
 
 def _metrics_table(metrics: dict) -> Table:
-    table = Table(title=f"perception on {metrics['data']} ({metrics['frames']} frames)")
+    table = Table(title=f"{metrics['model']} on {metrics['data']} ({metrics['frames']} frames)")
     table.add_column("metric")
     table.add_column("value", justify="right")
 
     def fmt(v) -> str:
         return "-" if v is None else f"{v:.3f}"
-    table.add_row("detection mAP@0.5 (vehicle, pedestrian)", fmt(metrics["map_50_vehicle_pedestrian"]))
-    table.add_row("detection mAP@0.5 (all classes)", fmt(metrics["map_50"]))
-    for name, ap in metrics["ap_50"].items():
-        table.add_row(f"  AP@0.5 {name} ({metrics['num_gt'][name]} objects)", fmt(ap))
+    if metrics["model"] in ("multitask", "ssdlite"):
+        table.add_row("detection mAP@0.5 (vehicle, pedestrian)", fmt(metrics["map_50_vehicle_pedestrian"]))
+        table.add_row("detection mAP@0.5 (all classes)", fmt(metrics["map_50"]))
+        for name, ap in metrics["ap_50"].items():
+            table.add_row(f"  AP@0.5 {name} ({metrics['num_gt'][name]} objects)", fmt(ap))
     table.add_row("semantic mIoU", fmt(metrics.get("miou")))
     table.add_row("lane F1 (CULane)", fmt(metrics.get("lane_f1")))
     for key, value in metrics.items():

@@ -1,5 +1,7 @@
 """foxglove: the live view as a ROS 2 node. It subscribes to the scenario's RGB cameras
-(image and camera_info), the LiDAR, odometry and the route, converts them with
+(image and camera_info), the LiDAR, odometry and the route, and to the perception
+outputs the suite can have (the front camera's overlay image, the LiDAR obstacles:
+they come when the perception and lidar_obstacles nodes run), converts them with
 ros_nodes.convert_* and hands the arrays to FoxgloveView, whose server sends them
 from its own threads: a callback converts and returns, so the lockstep loop never
 waits on a viewer. A message that does not convert is logged and skipped.
@@ -21,10 +23,12 @@ from contextlib import contextmanager
 from rclpy.node import Node
 
 from ros_nodes import topics
+from ros_nodes.convert_perception import obstacles_of
 from ros_nodes.convert_sensors import (MessageError, cloud_points, intrinsics_of, quaternion_yaw, rgb_array,
                                        stamp_ns_of)
 from ros_nodes.convert_world import route_of
-from ros_nodes.foxglove_view import DEFAULT_HOST, DEFAULT_PORT, LIDAR_FRAME, FoxgloveView, sensor_mounts
+from ros_nodes.foxglove_view import (BASE_FRAME, DEFAULT_HOST, DEFAULT_PORT, LIDAR_FRAME, FoxgloveView,
+                                     sensor_mounts)
 from ros_nodes.graph import announce_ready, spin_main, subscribe
 from ros_nodes.scenario_params import declare_scenario_parameters, scenario_from_params
 
@@ -38,8 +42,12 @@ class FoxgloveNode(Node):
         # Only names, types and QoS are read from the table: the rate (dt) does not matter.
         table = {t.name: t for t in topics.topic_table(scenario.sensors, 0.05)}
         cameras = [c.name for c in scenario.sensors.cameras if "rgb" in c.kinds]
+        perception = {t.name: t for t in topics.perception_topics(scenario.sensors, 0.05)}
+        overlays = [c for c in cameras if topics.overlay_topic(c) in perception]
+        obstacles = topics.OBSTACLES in perception
         try:
-            self.view = FoxgloveView(host, port, cameras, lidar=topics.LIDAR in table)
+            self.view = FoxgloveView(host, port, cameras, lidar=topics.LIDAR in table, perception_cameras=overlays,
+                                     obstacles=obstacles)
         except RuntimeError as exc:  # the SDK's FoxgloveError: port in use, bad host
             raise ValueError(f"cannot serve on {host}:{port}: {exc} (choose another with -p port:=N)") from None
         self.view.set_mounts(sensor_mounts(scenario.sensors))
@@ -51,11 +59,17 @@ class FoxgloveNode(Node):
                       lambda msg, camera=camera: self._on_camera_info(camera, msg))
         if topics.LIDAR in table:
             subscribe(self, table[topics.LIDAR], self._on_cloud)
+        for camera in overlays:
+            subscribe(self, perception[topics.overlay_topic(camera)],
+                      lambda msg, camera=camera: self._on_overlay(camera, msg))
+        if obstacles:
+            subscribe(self, perception[topics.OBSTACLES], self._on_obstacles)
         subscribe(self, table[topics.ODOMETRY], self._on_odometry)
         subscribe(self, table[topics.ROUTE], self._on_route)
         self._ready_pub = announce_ready(self)
         self.get_logger().info(f"Foxglove live view on {self.view.url} (cameras: {', '.join(cameras) or 'none'}; "
-                               f"LiDAR: {'yes' if topics.LIDAR in table else 'no'})")
+                               f"LiDAR: {'yes' if topics.LIDAR in table else 'no'}; perception overlays: "
+                               f"{', '.join(overlays) or 'none'}; obstacles: {'yes' if obstacles else 'no'})")
 
     def _on_image(self, camera: str, msg) -> None:
         topic = topics.camera_image_topic(camera, "rgb")
@@ -70,6 +84,15 @@ class FoxgloveNode(Node):
     def _on_cloud(self, msg) -> None:
         with self._skipping_bad(topics.LIDAR, msg):
             self.view.lidar(cloud_points(msg), stamp_ns_of(msg.header.stamp), msg.header.frame_id or LIDAR_FRAME)
+
+    def _on_overlay(self, camera: str, msg) -> None:
+        with self._skipping_bad(topics.overlay_topic(camera), msg):
+            self.view.perception_image(camera, rgb_array(msg), stamp_ns_of(msg.header.stamp),
+                                       msg.header.frame_id or None)
+
+    def _on_obstacles(self, msg) -> None:
+        with self._skipping_bad(topics.OBSTACLES, msg):
+            self.view.obstacles(obstacles_of(msg), stamp_ns_of(msg.header.stamp), msg.header.frame_id or BASE_FRAME)
 
     def _on_odometry(self, msg) -> None:
         with self._skipping_bad(topics.ODOMETRY, msg):

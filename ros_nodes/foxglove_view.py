@@ -8,6 +8,8 @@ Channels (Foxglove's well-known schemas, protobuf):
 - ``/tf`` FrameTransforms: ``map -> base_link`` and ``base_link -> <sensor>`` mounts,
   every pose, so the 3D panel follows the car and places the sensors
 - ``/drivestack/trajectory`` and ``/drivestack/route`` SceneUpdate line strips in ``map``
+- ``/camera/<name>/perception`` RawImage rgb8: the perception node's overlay of that camera
+- ``/drivestack/obstacles`` SceneUpdate cubes: the LiDAR obstacles, upright boxes in ``base_link``
 
 Every message is stamped and logged with the simulation time (``log_time``), so the
 app's clock and the transforms' stamps are one clock. The SDK sends from its own
@@ -28,12 +30,13 @@ import foxglove
 import numpy as np
 from foxglove.channels import (CameraCalibrationChannel, FrameTransformsChannel, PointCloudChannel,
                                RawImageChannel, SceneUpdateChannel)
-from foxglove.messages import (CameraCalibration, Color, FrameTransform, FrameTransforms, LinePrimitive,
-                               PackedElementField, PackedElementFieldNumericType, Point3, PointCloud, Quaternion,
-                               RawImage, SceneEntity, SceneUpdate, Timestamp, Vector3)
+from foxglove.messages import (CameraCalibration, Color, CubePrimitive, FrameTransform, FrameTransforms,
+                               LinePrimitive, PackedElementField, PackedElementFieldNumericType, Point3, PointCloud,
+                               Pose, Quaternion, RawImage, SceneEntity, SceneUpdate, Timestamp, Vector3)
 from foxglove.websocket import ServerListener
 
 if TYPE_CHECKING:
+    from drivestack.schema import Obstacle
     from sim.sensors.suite import SensorSuite
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the view is for this machine unless asked otherwise
@@ -50,6 +53,13 @@ _CLOUD_POINT = np.dtype({"names": ["xyzi", "tag"], "formats": [(np.float32, 4), 
                          "itemsize": 20})
 _TRAJECTORY_COLOR = Color(r=0.1, g=0.6, b=1.0, a=1.0)
 _ROUTE_COLOR = Color(r=0.2, g=0.9, b=0.3, a=0.6)
+_OBSTACLE_COLOR = Color(r=1.0, g=0.45, b=0.1, a=0.5)
+OBSTACLES_CHANNEL = "/drivestack/obstacles"
+
+
+def perception_channel(camera: str) -> str:
+    """The channel of a camera's perception overlay, beside its raw image."""
+    return f"/camera/{camera}/perception"
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,13 @@ def _time(stamp_ns: int) -> Timestamp:
     return Timestamp(sec, nsec)
 
 
+def _log_rgb(channel: RawImageChannel, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> None:
+    height, width = rgb.shape[:2]
+    pixels = np.ascontiguousarray(rgb, np.uint8)
+    channel.log(RawImage(timestamp=_time(stamp_ns), frame_id=frame_id, width=width, height=height, encoding="rgb8",
+                         step=3 * width, data=pixels.tobytes()), log_time=stamp_ns)
+
+
 class _Subscriptions(ServerListener):
     """Notes that a client subscribed: the route (sent once) and the whole trajectory
     must then be sent again."""
@@ -122,12 +139,14 @@ class FoxgloveView:
     ``port=0`` takes a free port (``view.port`` says which). Raises RuntimeError when
     the server cannot bind. Name the ``cameras`` (and ``lidar``) up front: a channel
     made while a client is connected can be refused to it (foxglove-sdk 0.30 answers
-    its subscribe with "unknown channel" when the two cross).
+    its subscribe with "unknown channel" when the two cross). The same holds for the
+    perception outputs: ``perception_cameras`` (the overlays) and ``obstacles``.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, cameras: Iterable[str] = (),
                  lidar: bool = True, name: str = "drivestack", trajectory_max_poses: int = TRAJECTORY_MAX_POSES,
-                 trajectory_every: int = TRAJECTORY_EVERY) -> None:
+                 trajectory_every: int = TRAJECTORY_EVERY, perception_cameras: Iterable[str] = (),
+                 obstacles: bool = False) -> None:
         # An own context, not the SDK's global one: two views (tests) never share channels.
         self._context = foxglove.Context()
         self._cameras: dict[str, tuple[RawImageChannel, CameraCalibrationChannel]] = {}
@@ -137,6 +156,10 @@ class FoxgloveView:
         self._tf = FrameTransformsChannel("/tf", context=self._context)
         self._trajectory_channel = SceneUpdateChannel("/drivestack/trajectory", context=self._context)
         self._route_channel = SceneUpdateChannel("/drivestack/route", context=self._context)
+        self._overlays: dict[str, RawImageChannel] = {}
+        for camera in perception_cameras:
+            self._overlay_channel(camera)
+        self._obstacles = SceneUpdateChannel(OBSTACLES_CHANNEL, context=self._context) if obstacles else None
         self._listener = _Subscriptions()
         self._server = foxglove.start_server(name=name, host=host, port=port, context=self._context,
                                              server_listener=self._listener)
@@ -170,9 +193,7 @@ class FoxgloveView:
         height, width = rgb.shape[:2]
         stamp = _time(stamp_ns)
         if image_channel.has_sinks():
-            pixels = np.ascontiguousarray(rgb, np.uint8)
-            image_channel.log(RawImage(timestamp=stamp, frame_id=frame_id, width=width, height=height,
-                                       encoding="rgb8", step=3 * width, data=pixels.tobytes()), log_time=stamp_ns)
+            _log_rgb(image_channel, rgb, stamp_ns, frame_id)
         if intrinsics is not None and calibration_channel.has_sinks():
             k = np.asarray(intrinsics, float).reshape(3, 3)
             projection = np.hstack([k, np.zeros((3, 1))])
@@ -180,6 +201,27 @@ class FoxgloveView:
                 timestamp=stamp, frame_id=frame_id, width=width, height=height, distortion_model="plumb_bob",
                 D=[0.0] * 5, K=k.reshape(-1).tolist(), R=np.eye(3).reshape(-1).tolist(),
                 P=projection.reshape(-1).tolist()), log_time=stamp_ns)
+
+    def perception_image(self, camera: str, rgb: np.ndarray, stamp_ns: int, frame_id: str | None = None) -> None:
+        """An (H, W, 3) uint8 RGB image with the camera's predictions drawn on it."""
+        channel = self._overlay_channel(camera)
+        if channel.has_sinks():
+            _log_rgb(channel, rgb, stamp_ns, frame_id or f"{camera}_optical")
+
+    def obstacles(self, obstacles: Iterable[Obstacle], stamp_ns: int, frame_id: str = BASE_FRAME) -> None:
+        """LiDAR obstacles (upright boxes in ``frame_id``) as one entity of cubes; each
+        update replaces the last, so an empty one clears them."""
+        if self._obstacles is None:
+            self._obstacles = SceneUpdateChannel(OBSTACLES_CHANNEL, context=self._context)
+        if not self._obstacles.has_sinks():
+            return
+        cubes = [CubePrimitive(
+            pose=Pose(position=Vector3(x=float(o.x_m), y=float(o.y_m), z=float(o.z_m)),
+                      orientation=Quaternion(z=math.sin(o.yaw_rad / 2.0), w=math.cos(o.yaw_rad / 2.0))),
+            size=Vector3(x=float(o.length_m), y=float(o.width_m), z=float(o.height_m)), color=_OBSTACLE_COLOR)
+            for o in obstacles]
+        self._obstacles.log(SceneUpdate(entities=[SceneEntity(timestamp=_time(stamp_ns), frame_id=frame_id,
+                                                              id="obstacles", cubes=cubes)]), log_time=stamp_ns)
 
     def lidar(self, points: np.ndarray, stamp_ns: int, frame_id: str = LIDAR_FRAME) -> None:
         """(N, 5) points x, y, z, intensity, tag (the semantic class) in ``frame_id``."""
@@ -240,6 +282,11 @@ class FoxgloveView:
             self._cameras[name] = (RawImageChannel(f"/camera/{name}/image", context=self._context),
                                    CameraCalibrationChannel(f"/camera/{name}/calibration", context=self._context))
         return self._cameras[name]
+
+    def _overlay_channel(self, camera: str) -> RawImageChannel:
+        if camera not in self._overlays:
+            self._overlays[camera] = RawImageChannel(perception_channel(camera), context=self._context)
+        return self._overlays[camera]
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop the server; a stop that hangs (a client mid-handshake) does not keep the

@@ -3,13 +3,16 @@
 Topics: the `topics` parameter (each one's type and QoS found from the graph, retried
 until a publisher appears), or, when it is empty, every recorded topic of the topic
 table for the scenario's sensor suite (the scenario parameters, as the bridge gets
-them). Messages stay CDR bytes end to end (raw subscriptions). Log time: the stamp at
-the start of the message (std_msgs/Header first, or Clock) read from the bytes, else
-the node's clock (simulation time with use_sim_time). Once subscribed to every topic
-it says ready (the bridge's start-up handshake). SIGINT and SIGTERM close the bag
-(summary and metadata.yaml) once the messages already on their way are in it (spinning
-on until none came for 0.3 s, 2 s at most; a second signal stops at once); after a
-kill -9, `drivestack bag recover` restores all but the last `flush_interval_s` of it.
+them), plus with ``record_perception`` the camera perception node's outputs and with
+``record_obstacles`` the LiDAR obstacles (ros_nodes.topics.perception_topics, where the
+suite has the camera or LiDAR they need). Messages stay CDR bytes end to end (raw
+subscriptions). Log time: the stamp at the start of the message (std_msgs/Header
+first, or Clock) read from the bytes, else the node's clock (simulation time with
+use_sim_time). Once subscribed to every topic it says ready (the bridge's start-up
+handshake). SIGINT and SIGTERM close the bag (summary and metadata.yaml) once the
+messages already on their way are in it (spinning on until none came for 0.3 s, 2 s at
+most; a second signal stops at once); after a kill -9, `drivestack bag recover`
+restores all but the last `flush_interval_s` of it.
 
 Run: ``python -m ros_nodes.recorder_node --ros-args -p out:=out/bag -p topics:="['/a', '/b']"``
 """
@@ -75,6 +78,8 @@ class Recorder(Node):
         listed = [t for t in self.declare_parameter("topics", [""]).value if t]
         metadata_json = str(self.declare_parameter("metadata_json", "").value)
         compression = str(self.declare_parameter("compression", "").value)  # "", "zstd" or "lz4" chunks
+        record_perception = bool(self.declare_parameter("record_perception", False).value)
+        record_obstacles = bool(self.declare_parameter("record_obstacles", False).value)
         scenario_params = declare_scenario_parameters(self)
         if not out:
             raise ValueError("parameter `out` (the bag path) is required")
@@ -89,6 +94,8 @@ class Recorder(Node):
             scenario = scenario_from_params(scenario_params)
             # The recorder needs names, types and QoS only: the rate (dt) is not used.
             table = topics.recorded_topics(topics.topic_table(scenario.sensors, 0.05))
+            table += tuple(t for t in topics.perception_topics(scenario.sensors, 0.05)
+                           if (record_obstacles if t.name == topics.OBSTACLES else record_perception))
             metadata = {"scenario": scenario.name, "town": scenario.town, "seed": scenario.seed,
                         "weather": scenario.weather, **metadata}
             if scenario_params["sensors"]:

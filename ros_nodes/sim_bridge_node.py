@@ -5,8 +5,14 @@ sensor and ground-truth message of frame k, then waits for the control whose
 ``header.stamp`` is frame k's before it steps. A control that does not come within
 ``control_timeout_s`` (wall time) or that carries NaN is a fault: logged, counted, and
 the car brakes for that step. With ``autopilot:=true`` the expert drives inside the
-bridge (CARLA's autopilot) for data collection. The referee scores the episode; at the
-end its result goes out on ``/drivestack/episode/result`` and into ``out``.
+bridge (CARLA's autopilot) for data collection. With ``perception:=true`` /
+``lidar_obstacles:=true`` those nodes are part of the loop: the bridge waits for them at
+start-up and, before it steps, for their outputs stamped with the frame
+(ros_nodes.topics.perception_topics), so every frame is perceived and recorded however
+slow the models are; an output missing after ``control_timeout_s`` is logged and
+counted (``extra.perception_timeouts``), not a fault: nothing drives from it. The
+referee scores the episode; at the end its result goes out on
+``/drivestack/episode/result`` and into ``out``.
 
 Run: ``python -m ros_nodes.sim_bridge_node --ros-args -p scenario:=default -p autopilot:=true``
 """
@@ -29,9 +35,10 @@ from ros_nodes import topics
 from ros_nodes.convert_sensors import MessageError, msg_class, stamp_ns_of, time_msg
 from ros_nodes.convert_world import route_msg, vehicle_control
 from ros_nodes.frame_messages import observation_messages
-from ros_nodes.graph import Publishers, subscribe, watch_ready
+from ros_nodes.graph import Publishers, qos_profile, rclpy_class, subscribe, watch_ready
 from ros_nodes.scenario_params import declare_scenario_parameters, scenario_from_params
 from ros_nodes.topics import Topic
+from ros_nodes.typestore import cdr_stamp_ns
 from sim.episode import Referee
 from sim.protocol import SimulatorError
 
@@ -46,7 +53,7 @@ class SimBridge(Node):
         p = declare_scenario_parameters(self)
         p.update({name: self.declare_parameter(name, default).value for name, default in (
             ("autopilot", False), ("control_timeout_s", 2.0), ("max_consecutive_faults", 40),
-            ("startup_timeout_s", 60.0),
+            ("startup_timeout_s", 60.0), ("perception", False), ("lidar_obstacles", False),
             ("wait_for_nodes", [""]), ("out", ""))})
         self.params = p
         self.scenario = scenario_from_params(p)
@@ -61,7 +68,26 @@ class SimBridge(Node):
         self.controls: dict[int, object] = {}
         self.ready_nodes: dict[str, tuple[str, ...]] = {}
         self.control_sub = subscribe(self, _table_topic(self.table, topics.CONTROL), self._on_control)
+        self.perceived: dict[str, set[int]] = {}  # output topic -> stamps answered
+        self.perception_timeouts = 0
+        for topic in self._perception_outputs():
+            self.perceived[topic.name] = set()
+            self.create_subscription(rclpy_class(topic.msgtype), topic.name,
+                                     lambda data, name=topic.name: self.perceived[name].add(cdr_stamp_ns(data)),
+                                     qos_profile(topic.qos), raw=True)
         watch_ready(self, self.ready_nodes)
+
+    def _perception_outputs(self) -> list[Topic]:
+        """The outputs of the perception nodes in the loop (only the stamps are read)."""
+        outputs = topics.perception_topics(self.scenario.sensors, self.sim.dt_s)
+        chosen = []
+        for node, wanted in (("perception", [t for t in outputs if t.name != topics.OBSTACLES]),
+                             ("lidar_obstacles", [t for t in outputs if t.name == topics.OBSTACLES])):
+            if self.params[node] and not wanted:
+                raise ValueError(f"{node}:=true but the sensor suite has no "
+                                 f"{'front RGB camera' if node == 'perception' else 'LiDAR'} for it")
+            chosen += wanted if self.params[node] else []
+        return chosen
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -82,6 +108,7 @@ class SimBridge(Node):
         while not referee.done and rclpy.ok():
             self._publish_frame(obs)
             control = expert.run_step(obs) if expert is not None else self._await_control(obs.stamp_ns)
+            self._await_perception(obs.stamp_ns)
             if self.consecutive_faults > self.params["max_consecutive_faults"]:
                 self.get_logger().error(f"no valid control for {self.consecutive_faults} frames in a row: the "
                                         f"agent died or hangs; episode aborted at t={obs.stamp_ns * 1e-9:.2f} s")
@@ -98,6 +125,7 @@ class SimBridge(Node):
             self.sim.close()
             return 130
         self._publish_frame(obs)
+        self._await_perception(obs.stamp_ns)
         run = referee.finish(status)
         self._publish_result(run)
         self.sim.close()
@@ -111,6 +139,7 @@ class SimBridge(Node):
         """Wait until the named nodes are ready and every subscription is matched, so
         frame 0 reaches everyone (the recorder loses nothing)."""
         wanted = {name for name in self.params["wait_for_nodes"] if name}
+        wanted |= {node for node in ("perception", "lidar_obstacles") if self.params[node]}
         deadline = time.monotonic() + float(self.params["startup_timeout_s"])
         while time.monotonic() < deadline:
             rclpy.spin_once(self, timeout_sec=0.05)
@@ -149,6 +178,22 @@ class SimBridge(Node):
         self.consecutive_faults = 0
         return control
 
+    def _await_perception(self, stamp_ns: int) -> None:
+        """Until every perception output of the frame is in (frame 0: the start-up allowance)."""
+        if not self.perceived:
+            return
+        timeout_s = self.control_timeout_s if self.frames_published > 1 else float(self.params["startup_timeout_s"])
+        deadline = time.monotonic() + timeout_s
+        while missing := [name for name, stamps in self.perceived.items() if stamp_ns not in stamps]:
+            if time.monotonic() >= deadline or not rclpy.ok():
+                self.perception_timeouts += 1
+                self.get_logger().warning(f"no {', '.join(missing)} for t={stamp_ns * 1e-9:.2f} s within "
+                                          f"{timeout_s} s; stepping on")
+                break
+            rclpy.spin_once(self, timeout_sec=0.05)
+        for stamps in self.perceived.values():
+            stamps.difference_update([k for k in stamps if k <= stamp_ns])
+
     def _fault(self, stamp_ns: int, reason: str) -> VehicleControl:
         self.faults += 1
         self.consecutive_faults += 1
@@ -159,8 +204,9 @@ class SimBridge(Node):
         from sim.driving_score import global_score, results_to_json
         # The loop's speed: simulated steps per wall second, from the referee's real-time factor.
         steps_per_s = 1.0 / (run.real_time_factor * self.sim.dt_s)
+        perceived = {"perception_timeouts": self.perception_timeouts} if self.perceived else {}
         result = replace(run.result, extra={**run.result.extra, "control_faults": self.faults,
-                                            "frames_published": self.frames_published,
+                                            "frames_published": self.frames_published, **perceived,
                                             "steps_per_s": round(steps_per_s, 2)})
         payload = results_to_json([result], global_score([result]))
         self.pubs.publish(topics.EPISODE_RESULT, msg_class("std_msgs/msg/String")(data=json.dumps(payload)))

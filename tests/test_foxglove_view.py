@@ -1,11 +1,14 @@
 """The live view, checked with a real WebSocket client speaking the Foxglove protocol:
 the server advertises its channels (JSON ``advertise``), a client subscribes to them
-and gets binary message frames (opcode 0x01, subscription id, log time, payload).
-Then the node as a process: an Image published on the graph reaches a client.
+and gets binary message frames (opcode 0x01, subscription id, log time, payload),
+decoded with the protobuf schema the channel advertised. Then the node as a process:
+a camera image, a perception overlay and LiDAR obstacles published on the graph reach
+a client.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -22,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from websockets.sync.client import connect
 
+from drivestack.schema import Obstacle
 from ros_nodes import topics
+from ros_nodes.convert_perception import obstacles_msg
 from ros_nodes.convert_sensors import image_msg
 from ros_nodes.foxglove_view import FoxgloveView, quaternion_xyzw, sensor_mounts
 from ros_nodes.graph import Publishers
@@ -73,6 +79,14 @@ class FoxgloveClient:
             new.append({"id": subscription, "channelId": channel["id"]})
         self.ws.send(json.dumps({"op": "subscribe", "subscriptions": new}))
 
+    def decode(self, topic: str, payload: bytes):  # -> a protobuf message
+        """A payload of ``topic`` as the message of the schema its channel advertised."""
+        channel = self.channels[topic]
+        assert channel["encoding"] == "protobuf" and channel["schemaEncoding"] == "protobuf"
+        pool = descriptor_pool.DescriptorPool()
+        for file in descriptor_pb2.FileDescriptorSet.FromString(base64.b64decode(channel["schema"])).file:
+            pool.Add(file)
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(channel["schemaName"])).FromString(payload)
 
 
 @contextmanager
@@ -151,6 +165,62 @@ def test_view_advertises_and_sends_camera_cloud_poses_and_route():
     assert b"front_optical" in client.messages["/tf"][-1][1] and b"base_link" in client.messages["/tf"][-1][1]
 
 
+OBSTACLES = (Obstacle(0, 6.0, -1.5, 0.8, 0.3, 4.2, 1.8, 1.6, 120),
+             Obstacle(1, 12.0, 3.0, 0.9, -0.2, 0.6, 0.6, 1.8, 40))
+
+
+class _NotToBeRead:
+    """Input a view must not even look at while nobody subscribes."""
+
+    def __iter__(self):
+        raise AssertionError("encoded with no subscriber")
+
+    @property
+    def shape(self):
+        raise AssertionError("encoded with no subscriber")
+
+
+def assert_cubes_are(scene, obstacles) -> None:
+    (entity,) = scene.entities
+    assert entity.frame_id == "base_link" and entity.id == "obstacles"
+    assert len(entity.cubes) == len(obstacles)
+    for cube, o in zip(entity.cubes, obstacles):
+        position, size, orientation = cube.pose.position, cube.size, cube.pose.orientation
+        assert (position.x, position.y, position.z) == pytest.approx((o.x_m, o.y_m, o.z_m))
+        assert (size.x, size.y, size.z) == pytest.approx((o.length_m, o.width_m, o.height_m))
+        assert 2 * math.atan2(orientation.z, orientation.w) == pytest.approx(o.yaw_rad)
+
+
+def test_view_sends_the_perception_overlay_and_the_obstacle_cubes():
+    overlay = np.full((8, 12, 3), (10, 200, 30), np.uint8)
+    stamps = iter(range(2_000_000_000, 10**12, 50_000_000))
+    with FoxgloveView(port=0, perception_cameras=["front"], obstacles=True) as view:
+        view.perception_image("front", _NotToBeRead(), 0)  # nobody watches yet: not encoded
+        view.obstacles(_NotToBeRead(), 0)
+        with foxglove_client(view.url) as client:
+            def feed() -> None:
+                stamp = next(stamps)
+                view.perception_image("front", overlay, stamp)
+                view.obstacles(OBSTACLES, stamp)
+
+            pump_until(client, {"/camera/front/perception", "/drivestack/obstacles"}, feed)
+            view.obstacles([], next(stamps))  # an empty scan clears the cubes
+            count = len(client.messages["/drivestack/obstacles"])
+            while len(client.messages["/drivestack/obstacles"]) == count:
+                client.pump(0.05)
+    assert client.channels["/camera/front/perception"]["schemaName"] == "foxglove.RawImage"
+    assert client.channels["/drivestack/obstacles"]["schemaName"] == "foxglove.SceneUpdate"
+    log_time, payload = client.messages["/camera/front/perception"][-1]
+    image = client.decode("/camera/front/perception", payload)
+    assert (image.width, image.height, image.encoding, image.frame_id) == (12, 8, "rgb8", "front_optical")
+    assert image.data == overlay.tobytes()
+    assert (image.timestamp.seconds * 10**9 + image.timestamp.nanos) == log_time
+    *_, (cubes_time, cubes), (_, cleared) = client.messages["/drivestack/obstacles"]
+    assert cubes_time == log_time
+    assert_cubes_are(client.decode("/drivestack/obstacles", cubes), OBSTACLES)
+    assert_cubes_are(client.decode("/drivestack/obstacles", cleared), ())
+
+
 def test_a_client_that_comes_later_gets_the_route_with_the_next_pose():
     with FoxgloveView(port=0) as view:
         view.route(np.array([[0.0, 0.0], [5.0, 5.0]]))
@@ -165,30 +235,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_node_serves_a_published_camera_image():
+def test_node_serves_a_published_camera_image_overlay_and_obstacles():
     port = _free_port()
     node_proc = subprocess.Popen(
         [sys.executable, "-m", "ros_nodes.foxglove_node", "--ros-args", "-p", f"port:={port}",
-         "-p", "sensors:=front_rgb"],
+         "-p", "sensors:=full"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parents[1])
     context = rclpy.Context()
     rclpy.init(context=context)  # own context: other tests may use rclpy's default one
     node = rclpy.create_node(f"foxglove_test_publisher_{os.getpid()}", context=context)
-    image_topic = topics.camera_image_topic("front", "rgb")
-    pubs = Publishers(node, [Topic(image_topic, "sensor_msgs/msg/Image", Qos.SENSOR, None)])
+    image_topic, overlay_topic = topics.camera_image_topic("front", "rgb"), topics.overlay_topic("front")
+    pubs = Publishers(node, [Topic(image_topic, "sensor_msgs/msg/Image", Qos.SENSOR, None),
+                             Topic(overlay_topic, "sensor_msgs/msg/Image", Qos.SENSOR, None), topics.OBSTACLES_TOPIC])
     rgb = np.full((4, 6, 3), (200, 30, 90), np.uint8)
+    overlay = np.full((4, 6, 3), (20, 240, 60), np.uint8)
     stamp = 0
 
     def publish() -> None:
         nonlocal stamp
         stamp += 50_000_000
         pubs.publish(image_topic, image_msg(rgb, "rgb8", stamp, "front_optical"))
+        pubs.publish(overlay_topic, image_msg(overlay, "rgb8", stamp, "front_optical"))
+        pubs.publish(topics.OBSTACLES, obstacles_msg(OBSTACLES, stamp))
 
+    wanted = {"/camera/front/image", "/camera/front/perception", "/drivestack/obstacles"}
     try:
         with foxglove_client(f"ws://127.0.0.1:{port}", wait_s=15.0) as client:
-            pump_until(client, {"/camera/front/image"}, publish, timeout_s=15.0)
-        log_time, payload = client.messages["/camera/front/image"][-1]
-        assert rgb.tobytes() in payload and 0 < log_time <= stamp
+            pump_until(client, wanted, publish, timeout_s=15.0)
+        for topic in wanted:
+            log_time, _ = client.messages[topic][-1]
+            assert 0 < log_time <= stamp, topic
+        assert rgb.tobytes() in client.messages["/camera/front/image"][-1][1]
+        assert client.decode("/camera/front/perception",
+                             client.messages["/camera/front/perception"][-1][1]).data == overlay.tobytes()
+        assert_cubes_are(client.decode("/drivestack/obstacles", client.messages["/drivestack/obstacles"][-1][1]),
+                         OBSTACLES)
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)

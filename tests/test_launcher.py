@@ -178,6 +178,31 @@ def test_file_and_argument_errors(tmp_path, test_nodes):
         parse_launch_arguments(["scenario=town"])
 
 
+@pytest.mark.parametrize("launch_file", ["drive.yaml", "collect.yaml"])
+def test_perception_args_start_the_nodes_in_the_loop_and_record_their_topics(launch_file):
+    """perception:=true / lidar_obstacles:=true start the nodes; the bridge waits for them
+    (at start-up and per frame) and the recorder records their outputs."""
+    path = TESTS.parent / "launch" / launch_file
+
+    def by_name(overrides: dict[str, str]) -> dict[str, dict[str, object]]:
+        return {n.name: {p.name: p.value for p in n.parameters} for n in load_launch(path, overrides).nodes}
+
+    plain = by_name({})
+    assert "perception" not in plain and "lidar_obstacles" not in plain
+    assert plain["sim_bridge"]["perception"] is False and plain["sim_bridge"]["lidar_obstacles"] is False
+    assert plain["recorder"]["record_perception"] is False and plain["recorder"]["record_obstacles"] is False
+    nodes = by_name({"perception": "true", "perception_weights": "w/p.pt", "lidar_obstacles": "true",
+                     "sensors": "full", "scenario": "town_loop"})
+    assert nodes["sim_bridge"]["perception"] is True and nodes["sim_bridge"]["lidar_obstacles"] is True
+    assert nodes["recorder"]["record_perception"] is True and nodes["recorder"]["record_obstacles"] is True
+    assert nodes["perception"]["weights"] == "w/p.pt"
+    for name in ("perception", "lidar_obstacles"):  # the same scenario and sensors as the bridge
+        assert {k: nodes[name][k] for k in ("scenario", "sensors", "use_sim_time")} == {
+            "scenario": "town_loop", "sensors": "full", "use_sim_time": True}
+    only_lidar = by_name({"lidar_obstacles": "true"})
+    assert "perception" not in only_lidar and only_lidar["recorder"]["record_perception"] is False
+
+
 # --- command lines -------------------------------------------------------------------------------------------
 
 

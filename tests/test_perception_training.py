@@ -147,3 +147,20 @@ def test_onnx_export_matches_torch_outputs_and_metrics(collection, trained, tmp_
     assert results["onnx"]["runtime"] == "onnxruntime"
     for key in ("miou", "lane_f1", "map_50"):
         assert results["onnx"][key] == pytest.approx(results["torch"][key], abs=1e-3)
+
+
+@pytest.mark.parametrize("model, metric", [("ssdlite", "map_50_vehicle_pedestrian"), ("lraspp", "miou")])
+def test_baselines_train_and_evaluate_on_the_same_data(collection, tmp_path, model, metric):
+    out = tmp_path / model
+    proc = drivestack("train", "perception", "--model", model, "--data", str(collection), "--out", str(out),
+                      "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "2", "--workers", "0",
+                      "--stride", "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert history[0]["val"]["score"] == history[0]["val"][metric]
+    proc = drivestack("eval", "perception", "--weights", str(out / "last.pt"), "--data", str(collection),
+                      "--out", str(tmp_path / "eval.json"), "--stride", "20", "--workers", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["model"] == model and metric in metrics  # None when the few frames hold no visible object
+    assert metrics["latency_cpu_2_threads"]["median_ms"] > 0
