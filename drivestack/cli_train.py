@@ -109,9 +109,23 @@ def eval_perception(
     if ship is not None:
         from models.weights import git_commit
         shipped = export_weights(weights, ship, {"command": "drivestack " + " ".join(sys.argv[1:]),
-                                                  "data": loaded.manifest.get("data") or str(data),
+                                                  "data": _collection_summary(data),
                                                   "held_out_metrics": metrics, "commit": git_commit()})
         Console().print(f"shipped {ship} ({shipped['bytes'] / 2**20:.1f} MiB, sha256 {shipped['sha256'][:16]}...)")
+
+
+def _collection_summary(data: Path) -> dict:
+    """What the weights were trained and evaluated on: the collection's commands and
+    episodes (split, town, weather, seed, frames), enough to record it again."""
+    summary: dict = {"path": str(data)}
+    try:
+        manifest = json.loads((data / "collection.json").read_text())
+    except (OSError, ValueError):
+        return summary
+    summary["commands"] = manifest.get("commands") or [manifest.get("command")]
+    summary["episodes"] = [{k: e.get(k) for k in ("bag", "split", "town", "weather", "seed", "frames")}
+                           for e in manifest.get("episodes", [])]
+    return summary
 
 
 @dataclass

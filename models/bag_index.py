@@ -37,6 +37,7 @@ from ros_nodes.typestore import TypeDefinition, typestore_for
 INDEX_NAME = "drivestack_index.npz"
 INDEX_VERSION = 1
 _MESSAGE_OPCODE = 0x05
+_CHUNK_OPCODE = 0x06
 _RECORD_PREFIX = 9  # opcode (1 byte) + record length (8 bytes)
 
 
@@ -270,13 +271,22 @@ class MessageSource:
             # A forked loader worker inherits the parent's file object, whose offset the
             # two processes would then move under each other: each opens its own.
             self._file, self._file_pid = self.index.mcap_path.open("rb"), os.getpid()
-        chunk = read_chunk(self._file, int(self.index.chunk_offsets[k]))
+        chunk = self._read_chunk(int(self.index.chunk_offsets[k]))
         stream, size = get_chunk_data_stream(chunk, validate_crc=False)
         data = stream.read(size)
         self._chunks[k] = data
         if len(self._chunks) > self.cached_chunks:
             self._chunks.popitem(last=False)
         return data
+
+    def _read_chunk(self, offset: int) -> Chunk:
+        """The chunk record at ``offset`` in two reads (mcap's stream reader makes ~10)."""
+        self._file.seek(offset)
+        prefix = self._file.read(_RECORD_PREFIX)
+        if len(prefix) < _RECORD_PREFIX or prefix[0] != _CHUNK_OPCODE:
+            return read_chunk(self._file, offset)  # let mcap's reader say what is there
+        length = int.from_bytes(prefix[1:], "little")
+        return Chunk.read(ReadDataStream(BytesIO(self._file.read(length))))
 
     def close(self) -> None:
         if self._file is not None:

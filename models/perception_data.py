@@ -200,7 +200,7 @@ class PerceptionDataset(Dataset):
                 ids = image_array(source.message(int(labels.semantic_rows[f])))
                 if ids.ndim != 2 or ids.dtype != np.uint8:
                     raise MessageError(f"semantic image of shape {ids.shape} and type {ids.dtype} (mono8 wanted)")
-                semantic = SEMANTIC_TO_TRAIN[ids]
+                semantic = cv2.LUT(ids, SEMANTIC_TO_TRAIN)
         except MessageError as exc:
             raise BagError(f"{where}: {exc}") from None
         boxes, classes, ignore = labels.frame_boxes(f)

@@ -163,7 +163,17 @@ def load_manifest(out: Path) -> dict[str, EpisodeRecord]:
 
 
 def _save_manifest(out: Path, episodes: dict[str, EpisodeRecord], command: str) -> None:
-    payload = {"command": command, "episodes": [asdict(e) for e in sorted(episodes.values(), key=lambda e: e.bag)]}
+    """Episodes, and every command that added to the collection (in order)."""
+    commands = []
+    if (out / MANIFEST).exists():
+        try:
+            commands = list(json.loads((out / MANIFEST).read_text()).get("commands", []))
+        except (OSError, ValueError, AttributeError):
+            commands = []
+    if command and (not commands or commands[-1] != command):
+        commands.append(command)
+    payload = {"commands": commands,
+               "episodes": [asdict(e) for e in sorted(episodes.values(), key=lambda e: e.bag)]}
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(payload, indent=2))
     os.replace(tmp, out / MANIFEST)
