@@ -3,8 +3,8 @@
 Each worker process keeps one built-in simulator (town meshes are cached per process)
 and drives its episodes in-process, recording through ``BagObserver`` (the bag the
 ROS 2 graph would record, no rclpy). Bags use LZ4 chunks of 128 KiB: a training loader
-then reads one frame's image by decompressing ~150 KiB, not a 1 MiB chunk (measured:
-about 4x the random-access rate of 1 MiB zstd chunks, for 25 % more disk).
+then reads one frame's image by decompressing ~150 KiB, not a 1 MiB chunk (measured in
+one process: 3.4x the random-access image rate of 1 MiB zstd chunks, for 25 % more disk).
 
 ``OUT/collection.json`` lists every episode: scenario, seed, bag, frames, bytes and its
 driving result. A bag that is already complete is kept and its episode skipped, so an
