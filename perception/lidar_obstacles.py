@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from drivestack.schema import Obstacle
 
 logger = logging.getLogger(__name__)
+MAX_GROUND_REFITS = 10
 
 # In units of one blocked ray (see _vehicle_box): 0.1 is 2 cm of face misfit.
 _CLEARLY_BETTER = 0.1
@@ -283,9 +284,15 @@ def _ground_plane(base: np.ndarray, cfg: LidarObstacleConfig) -> tuple[np.ndarra
     norm = math.copysign(math.sqrt(a * a + b * b + c * c), c)  # normal pointing up
     normal, offset = np.array([a, b, c]) / norm, d / norm
     # Open3D runs RANSAC's iterations on several threads, so even seeded its plane
-    # varies in the last digits; a least-squares refit on the inliers does not.
-    for _ in range(2):
-        inliers = near[np.abs(near @ normal + offset) <= cfg.ground_distance_threshold_m]
+    # varies from run to run; least-squares refits until the inlier set stops changing
+    # reach the same fixed point (and the same bits) from any nearby start.
+    chosen = None
+    for _ in range(MAX_GROUND_REFITS):
+        mask = np.abs(near @ normal + offset) <= cfg.ground_distance_threshold_m
+        if chosen is not None and np.array_equal(mask, chosen):
+            break
+        chosen = mask
+        inliers = near[mask]
         if len(inliers) < cfg.min_ground_inliers:
             break
         centroid = inliers.mean(axis=0)
