@@ -13,9 +13,10 @@ One scan in, obstacles in ``base_link`` out (issue 5)::
          a completed box join it
       -> drop walls, low debris and specks
 
-Plain numpy and Open3D: no ROS, no simulator. Deterministic: Open3D's RANSAC is seeded
-on every call and its plane refitted by least squares, so the same scan gives the same
-obstacles whatever ran before.
+Plain numpy and Open3D: no ROS, no simulator. Open3D's RANSAC is seeded on every call
+and its plane refitted by least squares to a fixed inlier set; Open3D still runs RANSAC
+and DBSCAN on several threads, so under load a border point can change clusters and the
+same scan's boxes agree to centimetres rather than to the bit.
 """
 
 from __future__ import annotations
