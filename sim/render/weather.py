@@ -7,11 +7,13 @@ frame: the sun's azimuth counts counter-clockwise from +x, elevation up from the
 horizon.
 
 ``randomize=True`` jitters a preset for domain randomisation (sun position, colours,
-fog, exposure) from the caller's generator, so an episode's look follows its seed.
+fog, exposure; half of the time any sky hue and sun colour temperature) from the
+caller's generator, so an episode's look follows its seed.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -102,6 +104,9 @@ def weather_preset(name: str, rng: np.random.Generator | None = None, randomize:
 
 
 def _jitter(p: WeatherPreset, rng: np.random.Generator) -> WeatherPreset:
+    """Domain randomisation (Tobin et al. 2017): small jitter of every colour, plus, half of
+    the time, a sky of any hue and a sun of any colour temperature, so that a model
+    trained on a few presets does not tie "sky" or "road" to one palette."""
     def colour(rgb: RGB, spread: float = 0.08) -> RGB:
         scale = np.exp(rng.normal(0.0, spread, 3))
         return tuple(float(c) for c in np.clip(np.asarray(rgb) * scale, 0.0, 2.0))
@@ -109,14 +114,37 @@ def _jitter(p: WeatherPreset, rng: np.random.Generator) -> WeatherPreset:
     # Daytime sun can come from anywhere; a sunset stays low and a night stays dark.
     elevation_sd = {"sunset": math.radians(2), "night": math.radians(5)}.get(p.name, math.radians(10))
     elevation = float(np.clip(p.sun_elevation_rad + rng.normal(0.0, elevation_sd), math.radians(3), math.radians(80)))
+    sky_top, sky_horizon, sun = colour(p.sky_top_rgb, 0.06), colour(p.sky_horizon_rgb, 0.05), colour(p.sun_rgb)
+    if rng.random() < SKY_AND_SUN_RECOLOUR_PROBABILITY:
+        horizon_weight, top_weight = rng.uniform(0.2, 0.8), rng.uniform(0.0, 0.6)
+        sky_horizon = _mix(sky_horizon, _hue_like(sky_horizon, float(rng.uniform(0.0, 360.0)), rng), horizon_weight)
+        sky_top = _mix(sky_top, _hue_like(sky_top, float(rng.uniform(0.0, 360.0)), rng), top_weight)
+        warmth = float(rng.uniform(-1.0, 1.0))  # -1 bluish daylight .. +1 orange low sun
+        sun = tuple(float(c) for c in np.clip(np.asarray(sun) * np.exp(warmth * _WARM_LOG_TINT), 0.0, 2.0))
     return replace(
         p,
         sun_azimuth_rad=float(rng.uniform(-math.pi, math.pi)),
         sun_elevation_rad=elevation,
-        sun_rgb=colour(p.sun_rgb), ambient_rgb=colour(p.ambient_rgb),
-        sky_top_rgb=colour(p.sky_top_rgb, 0.06), sky_horizon_rgb=colour(p.sky_horizon_rgb, 0.05),
+        sun_rgb=sun, ambient_rgb=colour(p.ambient_rgb),
+        sky_top_rgb=sky_top, sky_horizon_rgb=sky_horizon,
         fog_density_per_m=float(p.fog_density_per_m * math.exp(rng.normal(0.0, 0.25))),
         fog_rgb=colour(p.fog_rgb, 0.04),
         exposure_gain=float(p.exposure_gain * math.exp(rng.normal(0.0, 0.08))),
         road_brightness=float(np.clip(p.road_brightness * math.exp(rng.normal(0.0, 0.06)), 0.3, 1.2)),
     )
+
+
+SKY_AND_SUN_RECOLOUR_PROBABILITY = 0.5
+# Log-gains of a colour-temperature shift: warmer light has more red and less blue
+# (roughly 6500 K -> 2500 K at +1, -> 12000 K at -1).
+_WARM_LOG_TINT = np.array([0.25, -0.15, -0.75])
+
+
+def _hue_like(rgb: RGB, hue_deg: float, rng: np.random.Generator) -> RGB:
+    """A colour of hue ``hue_deg`` with ``rgb``'s brightness and a random saturation."""
+    value = max(max(rgb), 0.02)
+    return tuple(float(c) for c in colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, float(rng.uniform(0.25, 0.7)), value))
+
+
+def _mix(a: RGB, b: RGB, weight: float) -> RGB:
+    return tuple(float((1.0 - weight) * x + weight * y) for x, y in zip(a, b))
