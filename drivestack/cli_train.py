@@ -107,7 +107,7 @@ def eval_perception(
     Console().print(_metrics_table(metrics))
     Console().print(f"metrics: {out}")
     if ship is not None:
-        from models.weights import git_commit
+        from drivestack.provenance import git_commit
         shipped = export_weights(weights, ship, {"command": "drivestack " + " ".join(sys.argv[1:]),
                                                   "data": _collection_summary(data),
                                                   "held_out_metrics": metrics, "commit": git_commit()})

@@ -29,6 +29,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from drivestack.provenance import git_commit
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -166,6 +168,7 @@ def train(task: Task, args: TrainArgs) -> dict[str, Any]:
 
 def _train(task: Task, args: TrainArgs, info: _Dist, device: torch.device) -> dict[str, Any]:
     seed_everything(args.seed + info.rank)
+    commit = git_commit()  # of the code that trains (a resumed run keeps its latest)
     resume = load_checkpoint(args.resume, "cpu") if args.resume else None
     if resume is not None:
         _check_resumable(resume, task, args)
@@ -251,7 +254,7 @@ def _train(task: Task, args: TrainArgs, info: _Dist, device: torch.device) -> di
                 state = {"format": CHECKPOINT_FORMAT, "task": task.name, "model_config": task.model_config(),
                          "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                         "step": step, "args": args.to_json(), "history": history,
+                         "step": step, "args": args.to_json(), "history": history, "commit": commit,
                          "best_score": max(best, score)}
                 save_checkpoint(args.out / "last.pt", state)
                 if score > best:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from drivestack.provenance import git_commit
 from models.engine import TrainingError, load_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -35,14 +35,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def export_weights(checkpoint: Path, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write ``out`` (.pt) with the checkpoint's model and ``out``.json with ``manifest``
     plus task, model config, epoch, training args, commit, size and sha256."""
@@ -51,7 +43,8 @@ def export_weights(checkpoint: Path, out: Path, manifest: dict[str, Any]) -> dic
     torch.save({"format": WEIGHTS_FORMAT, "task": state["task"], "model_config": state["model_config"],
                 "model": state["model"]}, out)
     full = {**manifest, "task": state["task"], "model_config": state["model_config"], "epoch": state["epoch"] + 1,
-            "training_args": state["args"], "commit": manifest.get("commit", git_commit()),
+            "training_args": state["args"], "training_commit": state.get("commit", "unknown"),
+            "commit": manifest.get("commit", git_commit()),
             "bytes": out.stat().st_size, "sha256": sha256_of(out)}
     out.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
     return full

@@ -93,11 +93,12 @@ def test_eval_reports_metrics_and_ships_weights_with_a_checked_hash(collection, 
     assert "semantic mIoU" in proc.stdout
     manifest = json.loads(shipped.with_suffix(".json").read_text())
     assert manifest["held_out_metrics"]["miou"] == metrics["miou"]
-    assert {"command", "data", "commit", "sha256", "training_args"} <= set(manifest)
+    assert {"command", "data", "commit", "training_commit", "sha256", "training_args"} <= set(manifest)
     config, state, loaded_manifest = load_weights(shipped, "perception")
     assert loaded_manifest["sha256"] == manifest["sha256"]
     best = load_checkpoint(out / "best.pt")
     assert config == best["model_config"] and state.keys() == best["model"].keys()
+    assert manifest["training_commit"] == best["commit"] != "unknown"  # the commit that trained it
     assert all(torch.equal(state[k], best["model"][k]) for k in state)
     # a damaged file: the hash check names both hashes
     data = bytearray(shipped.read_bytes())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import subprocess
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.enums import CompressionMode
 from rosbags.typesys.store import Typestore
 
+from drivestack.provenance import git_commit
 from ros_nodes.bag.contents import DRIVESTACK_METADATA, ROSBAG2_METADATA
 from ros_nodes.bag.errors import BagError
 
@@ -47,13 +47,7 @@ def _package_version(name: str) -> str:
 
 def provenance() -> dict[str, str]:
     """What made this bag: drivestack version, git commit (`-dirty` if modified), time."""
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"],
-                                cwd=Path(__file__).parent, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return {"drivestack_version": _package_version("drivestack"), "git_commit": commit,
+    return {"drivestack_version": _package_version("drivestack"), "git_commit": git_commit(),
             "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
