@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from drivestack.provenance import git_commit
+from models.batch_slots import SlotCollate, slot_batches
 
 CHECKPOINT_FORMAT = 1
 
@@ -183,7 +184,8 @@ def _train(task: Task, args: TrainArgs, info: _Dist, device: torch.device) -> di
     sampler = (DistributedSampler(train_set, info.world, info.rank, shuffle=True, seed=args.seed) if info.world > 1
                else RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed)))
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                        collate_fn=task.collate, drop_last=len(train_set) >= args.batch_size * info.world * 2,
+                        collate_fn=SlotCollate(task.collate, args.workers) if args.workers else task.collate,
+                        drop_last=len(train_set) >= args.batch_size * info.world * 2,
                         persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
     total_steps = steps_per_epoch * args.epochs
@@ -215,7 +217,7 @@ def _train(task: Task, args: TrainArgs, info: _Dist, device: torch.device) -> di
             task_id = progress.add_task(f"epoch {epoch + 1}/{args.epochs}", total=steps_per_epoch, loss=math.nan) \
                 if progress is not None else None
             started, sums, count = time.perf_counter(), {}, 0
-            for i, batch in enumerate(loader):
+            for i, batch in enumerate(slot_batches(loader)):
                 if i >= steps_per_epoch:
                     break
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):

@@ -2,9 +2,11 @@
 
 Each worker process keeps one built-in simulator (town meshes are cached per process)
 and drives its episodes in-process, recording through ``BagObserver`` (the bag the
-ROS 2 graph would record, no rclpy). Bags use LZ4 chunks of 128 KiB: a training loader
-then reads one frame's image by decompressing ~150 KiB, not a 1 MiB chunk (measured in
-one process: 3.4x the random-access image rate of 1 MiB zstd chunks, for 25 % more disk).
+ROS 2 graph would record, no rclpy). Bags use LZ4 chunks of 32 KiB: a chunk closes
+after each image, so a training loader decompresses one frame's RGB and semantic image
+and little else (measured: 1 MiB zstd chunks are ~3x slower to read at random, for 25 %
+less disk; 128 KiB chunks, which hold the LiDAR scan or the instance image beside them,
+~20 % slower; `make bench` compares them).
 
 ``OUT/collection.json`` lists every episode: scenario, seed, bag, frames, bytes and its
 driving result. A bag that is already complete is kept and its episode skipped, so an
@@ -30,7 +32,7 @@ from ros_nodes.bag.layout import locate
 from sim.scenario import Scenario
 
 MANIFEST = "collection.json"
-CHUNK_SIZE_BYTES = 128 << 10
+CHUNK_SIZE_BYTES = 32 << 10
 COMPRESSION = "lz4"
 
 

@@ -1,5 +1,5 @@
 """Short episodes recorded as bags the way `drivestack collect` records them (full
-sensor suite, LZ4 chunks of 128 KiB): the data the dataset and training tests read."""
+sensor suite, LZ4 chunks of 32 KiB): the data the dataset and training tests read."""
 
 from __future__ import annotations
 
