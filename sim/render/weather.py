@@ -136,7 +136,7 @@ def _jitter(p: WeatherPreset, rng: np.random.Generator) -> WeatherPreset:
 
 SKY_AND_SUN_RECOLOUR_PROBABILITY = 0.5
 # Log-gains of a colour-temperature shift: warmer light has more red and less blue
-# (roughly 6500 K -> 2500 K at +1, -> 12000 K at -1).
+# (+1: an orange low sun, -1: a bluish overcast daylight; chosen by eye, not fitted).
 _WARM_LOG_TINT = np.array([0.25, -0.15, -0.75])
 
 
