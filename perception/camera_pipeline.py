@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from drivestack.frames import rotation_rpy
+from drivestack.frames import CameraMount, image_to_ground
 from drivestack.schema import LaneBoundary, ObjectDetection
 from models.labels import DETECTION_CLASSES, TRAIN_TO_SEMANTIC
 from models.perception_decode import decode_detections, decode_lanes, decode_segmentation
@@ -26,42 +26,6 @@ from models.weights import WEIGHTS_DIR, load_weights
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "perception_multitask.pt"
 DEFAULT_INPUT_SIZE = (320, 160)  # (W, H) the shipped net was trained at
-MAX_LANE_RANGE_M = 80.0  # farther ground points are too sensitive to pitch to be useful
-# base_link axes expressed in the optical frame (x_opt = -y, y_opt = -z, z_opt = x).
-_OPTICAL_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-
-
-@dataclass(frozen=True)
-class CameraMount:
-    """The camera's pose on the car, in base_link (REP 103), as the sensor config gives it."""
-
-    x_m: float = 1.5
-    y_m: float = 0.0
-    z_m: float = 1.6
-    roll_rad: float = 0.0
-    pitch_rad: float = 0.0  # + = nose down
-    yaw_rad: float = 0.0
-
-    def rotation(self) -> np.ndarray:
-        """Camera body (REP 103) -> base_link."""
-        return rotation_rpy(self.roll_rad, self.pitch_rad, self.yaw_rad)
-
-
-def image_to_ground(uv_px: np.ndarray, intrinsics: np.ndarray, mount: CameraMount) -> np.ndarray:
-    """(N, 2) pixels -> (N, 3) points where their rays meet the ground (z = 0) in
-    base_link; NaN rows for rays that point at or above the horizon."""
-    uv = np.asarray(uv_px, np.float64).reshape(-1, 2)
-    rays_optical = np.linalg.solve(intrinsics, np.column_stack([uv, np.ones(len(uv))]).T).T
-    rays = rays_optical @ (mount.rotation() @ _OPTICAL_TO_BODY).T
-    origin = np.array([mount.x_m, mount.y_m, mount.z_m])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = -origin[2] / rays[:, 2]
-    points = origin + t[:, None] * rays
-    points[~(t > 0) | (np.linalg.norm(points[:, :2] - origin[:2], axis=1) > MAX_LANE_RANGE_M)] = np.nan
-    points[:, 2] = np.where(np.isnan(points[:, 0]), np.nan, 0.0)
-    return points
-
-
 @dataclass(frozen=True, eq=False)
 class CameraPerceptionResult:
     stamp_ns: int

@@ -28,7 +28,8 @@ from ros_nodes.topics import Qos, Topic
 class PerceptionNode(Node):
     def __init__(self) -> None:
         super().__init__("perception")
-        from perception.camera_pipeline import DEFAULT_WEIGHTS, CameraMount, CameraPerception
+        from drivestack.frames import CameraMount
+        from perception.camera_pipeline import DEFAULT_WEIGHTS, CameraPerception
         from models.engine import TrainingError, resolve_device
         weights = str(self.declare_parameter("weights", "").value) or str(DEFAULT_WEIGHTS)
         self.camera = str(self.declare_parameter("camera", "front").value)

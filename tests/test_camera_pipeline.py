@@ -8,7 +8,8 @@ import torch
 
 from drivestack.schema import SEMANTIC_CLASSES
 from models.perception_net import build_multitask
-from perception.camera_pipeline import CameraMount, CameraPerception, image_to_ground
+from drivestack.frames import CameraMount, image_to_ground
+from perception.camera_pipeline import CameraPerception
 from perception.overlay import draw_overlay
 from sim.sensors.camera_model import CameraConfig
 
