@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import cv2
 import numpy as np
@@ -175,6 +175,16 @@ class DetectionStats:
 class Detection:
     obstacles: list[Obstacle]
     stats: DetectionStats
+
+
+def config_for_lidar(lidar) -> LidarObstacleConfig:
+    """The defaults with the scan pattern of this LiDAR (a ``LidarConfig`` of the sensor
+    suite): the clustering distances follow the angular steps between neighbouring points."""
+    columns = lidar.points_per_second / (lidar.channels * lidar.rotation_frequency_hz)  # points per turn per channel
+    channel_step = math.radians(lidar.upper_fov_deg - lidar.lower_fov_deg) / max(lidar.channels - 1, 1)
+    defaults = LidarObstacleConfig()
+    return replace(defaults, lidar_azimuth_step_rad=2 * math.pi / max(columns, 1.0),
+                   lidar_channel_step_rad=channel_step, max_range_m=min(defaults.max_range_m, lidar.range_m))
 
 
 class LidarObstacleDetector:

@@ -149,4 +149,6 @@ class PlannerOutput:
     override: str
     tracks: tuple[Track, ...]
     faults: tuple[str, ...]  # inputs found missing, stale or NaN this step
+    # Braking harder than the comfort limit was called for (a sudden obstacle, TTC).
+    emergency: bool = False
     step_ms: float = 0.0

@@ -22,30 +22,16 @@ from ros_nodes.scenario_params import declare_scenario_parameters, scenario_from
 from ros_nodes.topics import Qos, Topic
 
 
-def detector_config(lidar):
-    """The detector's defaults with the scan pattern of this LiDAR (its clustering
-    distances follow the angular steps between neighbouring points)."""
-    import math
-    from dataclasses import replace
-
-    from perception.lidar_obstacles import LidarObstacleConfig
-    columns = lidar.points_per_second / (lidar.channels * lidar.rotation_frequency_hz)  # points per turn per channel
-    channel_step = math.radians(lidar.upper_fov_deg - lidar.lower_fov_deg) / max(lidar.channels - 1, 1)
-    return replace(LidarObstacleConfig(), lidar_azimuth_step_rad=2 * math.pi / max(columns, 1.0),
-                   lidar_channel_step_rad=channel_step, max_range_m=min(LidarObstacleConfig().max_range_m,
-                                                                         lidar.range_m))
-
-
 class LidarObstaclesNode(Node):
     def __init__(self) -> None:
         super().__init__("lidar_obstacles")
-        from perception.lidar_obstacles import LidarObstacleDetector, SensorMount
+        from perception.lidar_obstacles import LidarObstacleDetector, SensorMount, config_for_lidar
         scenario = scenario_from_params(declare_scenario_parameters(self))
         lidar = scenario.sensors.lidar
         if lidar is None:
             raise ValueError(f"scenario {scenario.name} mounts no LiDAR (choose sensors:=full or camera_lidar)")
         self.mount = SensorMount(lidar.x_m, lidar.y_m, lidar.z_m, lidar.yaw_rad)
-        self.detector = LidarObstacleDetector(detector_config(lidar))
+        self.detector = LidarObstacleDetector(config_for_lidar(lidar))
         self.pubs = Publishers(self, [topics.OBSTACLES_TOPIC])
         subscribe(self, Topic(topics.LIDAR, "sensor_msgs/msg/PointCloud2", Qos.SENSOR, None), self._on_cloud)
         self._ready_pub = announce_ready(self)

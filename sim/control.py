@@ -3,18 +3,22 @@
 - Stanley lateral control at the front axle (Thrun et al. 2006), which tracks a lane
   centre through turns without cutting;
 - IDM acceleration (Treiber, Hennecke, Helbing 2000) for car following;
-- a PID on speed, and the inverse of the bicycle's pedal model.
+- a PID on speed and the inverse of the bicycle's pedal model, which live in
+  ``drivestack.vehicle_control`` (the planner inverts the same model) and are
+  re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from drivestack.vehicle_control import SpeedPID, pedals_for_accel
 from sim.numeric import clip, wrap
 from sim.vehicle_dynamics import VehicleParams
+
+__all__ = ["SpeedPID", "front_axle_xy", "idm_accel", "pedals_for_accel", "stanley_steer"]
 
 
 def front_axle_xy(x: np.ndarray, y: np.ndarray, yaw: np.ndarray, vehicle: VehicleParams
@@ -45,39 +49,3 @@ def idm_accel(v, v0, gap_m, lead_v, *, time_gap_s: float, min_gap_m: float, max_
     interaction = np.where(np.isfinite(gap_m), (s_star / np.maximum(gap_m, 0.1)) ** 2, 0.0)
     accel = a * (1 - (v / np.maximum(v0, 0.1)) ** exponent - interaction)
     return clip(accel, -max_decel_mps2, a)
-
-
-def pedals_for_accel(accel, v, vehicle: VehicleParams, hold_brake: float = 0.3):
-    """(throttle, brake) that give ``accel`` at speed ``v`` under the bicycle's pedal model."""
-    resist = vehicle.rolling_resistance_mps2 * (v > 1e-3) + vehicle.drag_coefficient_per_m * v * v
-    throttle = clip((accel + resist) / vehicle.max_accel_mps2, 0.0, 1.0)
-    brake = clip((-accel - resist) / vehicle.max_brake_decel_mps2, 0.0, 1.0)
-    # Hold the car at a standstill rather than letting it creep.
-    brake = np.where((accel <= 0) & (v < 0.3), np.maximum(brake, hold_brake), brake)
-    return np.where(accel > 0, throttle, 0.0), np.where(accel > 0, 0.0, brake)
-
-
-@dataclass
-class SpeedPID:
-    """PID on speed error giving an acceleration command (m/s^2), with anti-windup:
-    the integral only collects near the target (conditional integration), so a long
-    acceleration does not wind it up into an overshoot past the speed limit."""
-
-    kp_per_s: float = 1.2
-    ki_per_s2: float = 0.15
-    kd: float = 0.0
-    integral_limit_mps: float = 5.0
-    integrate_band_mps: float = 1.0
-    _integral: float = field(default=0.0, repr=False)
-    _last_error: float | None = field(default=None, repr=False)
-
-    def reset(self) -> None:
-        self._integral, self._last_error = 0.0, None
-
-    def __call__(self, error_mps: float, dt_s: float) -> float:
-        if abs(error_mps) < self.integrate_band_mps:
-            self._integral = min(max(self._integral + error_mps * dt_s, -self.integral_limit_mps),
-                                 self.integral_limit_mps)
-        derivative = 0.0 if self._last_error is None else (error_mps - self._last_error) / dt_s
-        self._last_error = error_mps
-        return self.kp_per_s * error_mps + self.ki_per_s2 * self._integral + self.kd * derivative

@@ -1,0 +1,82 @@
+"""The agents the in-process runner can drive with, by name, and what each needs.
+
+- ``expert``: the privileged autopilot (``sim.expert``), reads the true world state.
+- ``modular``: camera perception + LiDAR obstacles + the modular planner
+  (``planning``), from sensors, map and route only.
+
+Heavy imports (torch, Open3D) happen inside the factories, so the CLI stays quick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+AGENT_NAMES = ("expert", "modular")
+MODULAR_SENSOR_SUITE = "drive"  # sim/config/sensors/drive.yaml: front RGB + LiDAR, no labels
+
+
+def scenario_for_agent(name: str, scenario):
+    """The scenario with the sensors the agent drives from: the modular agent needs a
+    front RGB camera and a LiDAR, and gets the ``drive`` suite unless it has both."""
+    _check_name(name)
+    if name != "modular":
+        return scenario
+    sensors = scenario.sensors
+    has_camera = any(c.name == "front" and "rgb" in c.kinds for c in sensors.cameras)
+    if has_camera and sensors.lidar is not None:
+        return scenario
+    from sim.sensors.suite import load_suite
+    suite = load_suite(MODULAR_SENSOR_SUITE)
+    # Keep a video camera's labels if the caller asked for them (overlays only).
+    return replace(scenario, sensors=replace(suite, ground_truth=sensors.ground_truth))
+
+
+def agent_factory(name: str, scenario, *, perception_weights: Path | None = None, device: str = "cpu",
+                  mode: str = "modular"):
+    """``(road_map, route, sim) -> agent`` for one episode of ``scenario`` (already
+    passed through :func:`scenario_for_agent`). Loads the weights once, here, so a
+    missing file fails before any episode starts."""
+    _check_name(name)
+    if name == "expert":
+        from sim.expert import ExpertDriver
+
+        def make_expert(road_map, route, sim):
+            return ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
+        return make_expert
+    return _modular_factory(scenario, perception_weights, device, mode)
+
+
+def _check_name(name: str) -> None:
+    if name not in AGENT_NAMES:
+        raise ValueError(f"unknown agent {name!r} (known: {', '.join(AGENT_NAMES)})")
+
+
+def _modular_factory(scenario, perception_weights: Path | None, device: str, mode: str):
+    from drivestack.frames import CameraMount
+    from perception.camera_pipeline import DEFAULT_WEIGHTS, CameraPerception
+    from perception.lidar_obstacles import LidarObstacleDetector, SensorMount, config_for_lidar
+    from planning.inputs import CameraModel, DriveMode, VehicleModel
+    from planning.modular_agent import ModularAgent
+    from planning.planner import ModularPlanner
+
+    camera_config = next(c for c in scenario.sensors.cameras if c.name == "front")
+    mount = CameraMount(camera_config.x_m, camera_config.y_m, camera_config.z_m, camera_config.roll_rad,
+                        camera_config.pitch_rad, camera_config.yaw_rad)
+    camera = CameraModel("front", camera_config.intrinsics, camera_config.width_px, camera_config.height_px, mount)
+    pipeline = CameraPerception.from_weights(perception_weights or DEFAULT_WEIGHTS, camera="front",
+                                             intrinsics=camera.intrinsics, mount=mount, device=device)
+    lidar = scenario.sensors.lidar
+    detector = LidarObstacleDetector(config_for_lidar(lidar))
+    lidar_mount = SensorMount(lidar.x_m, lidar.y_m, lidar.z_m, lidar.yaw_rad)
+
+    def perceive(image, stamp_ns):
+        result = pipeline(image, stamp_ns)
+        return result.detections, result.lanes
+
+    def make_modular(road_map, route, sim):
+        planner = ModularPlanner(road_map, route, VehicleModel.of(sim.vehicle), sim.dt_s, mode=DriveMode(mode),
+                                 required_inputs=("detections", "obstacles"))
+        return ModularAgent(planner, camera=camera, perceive=perceive,
+                            detect_obstacles=lambda points: detector.detect(points, lidar_mount))
+    return make_modular
