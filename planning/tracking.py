@@ -197,10 +197,11 @@ def _obstacle_fault(o: Obstacle) -> str | None:
         return f"{owner}: non-numeric field"
     if fault:
         return fault
+    # Zero is a real measurement (a wall seen as one row of points); negative is not.
     for name in ("length_m", "width_m", "height_m"):
         value = getattr(o, name)
-        if value <= 0.0:
-            return f"{owner}: {'zero' if value == 0.0 else 'negative'} {name} ({value:g})"
+        if value < 0.0:
+            return f"{owner}: negative {name} ({value:g})"
     return None
 
 
@@ -213,9 +214,8 @@ def _detection_fault(d: ObjectDetection) -> str | None:
         return f"{owner}: non-numeric field"
     if fault:
         return fault
-    if d.u_max_px <= d.u_min_px or d.v_max_px <= d.v_min_px:
-        zero = d.u_max_px == d.u_min_px or d.v_max_px == d.v_min_px
-        return f"{owner}: {'zero' if zero else 'negative'} box size"
+    if d.u_max_px < d.u_min_px or d.v_max_px < d.v_min_px:
+        return f"{owner}: negative box size"
     if d.score < 0.0:
         return f"{owner}: negative score ({d.score:g})"
     return None
@@ -398,16 +398,12 @@ class MultiObjectTracker:
             return [], np.empty((0, 7))
         good, rows = [], []
         for o in scan.obstacles:
-            row = (o.x_m, o.y_m, o.z_m, o.yaw_rad, o.length_m, o.width_m, o.height_m)
-            try:
-                ok = all(map(math.isfinite, row)) and row[4] > 0.0 and row[5] > 0.0 and row[6] > 0.0
-            except TypeError:
-                ok = False
-            if ok:
+            fault = _obstacle_fault(o)
+            if fault is None:
                 good.append(o)
-                rows.append(row)
+                rows.append((o.x_m, o.y_m, o.z_m, o.yaw_rad, o.length_m, o.width_m, o.height_m))
             else:
-                faults.append(_obstacle_fault(o) or f"obstacle {o.obstacle_id}: invalid")
+                faults.append(fault)
         return good, np.array(rows, np.float64).reshape(-1, 7)
 
     def _fresh_detections(self, stamp_ns: int, detections: CameraDetections | None,
@@ -423,16 +419,12 @@ class MultiObjectTracker:
             return []
         good = []
         for d in tracked:
-            try:
-                ok = (math.isfinite(d.score) and d.score >= 0.0 and math.isfinite(d.u_min_px)
-                      and math.isfinite(d.v_min_px) and math.isfinite(d.u_max_px) and math.isfinite(d.v_max_px)
-                      and d.u_max_px > d.u_min_px and d.v_max_px > d.v_min_px)
-            except TypeError:
-                ok = False
-            if ok:
-                good.append(d)
+            fault = _detection_fault(d)
+            if fault is None:
+                if d.u_max_px > d.u_min_px and d.v_max_px > d.v_min_px:  # a zero-area box says nothing
+                    good.append(d)
             else:
-                faults.append(_detection_fault(d) or f"detection {d.label}: invalid")
+                faults.append(fault)
         return good
 
     def _fuse_by_iou(self, geometry: np.ndarray, boxes: list[ObjectDetection],

@@ -310,7 +310,7 @@ def test_bad_inputs_are_dropped_and_reported_never_raised():
     good = obstacle(0, 20.0, 0.0)
     bad_obstacles = (dataclasses.replace(good, obstacle_id=3, x_m=float("nan")),
                      dataclasses.replace(good, obstacle_id=4, length_m=-1.0),
-                     dataclasses.replace(good, obstacle_id=5, width_m=0.0),
+                     dataclasses.replace(good, obstacle_id=5, height_m=-0.5),
                      dataclasses.replace(good, obstacle_id=6, yaw_rad=float("inf")))
     box = projected_detection(good, "vehicle")
     bad_detections = (dataclasses.replace(box, u_max_px=box.u_min_px - 5.0),
@@ -319,7 +319,7 @@ def test_bad_inputs_are_dropped_and_reported_never_raised():
     for k in range(3):
         result = tracker.update(stamp(k * DT_S), parked_ego(k * DT_S), scan(k * DT_S, good, *bad_obstacles),
                                 seen(k * DT_S, box, *bad_detections))
-    assert result.faults == ("obstacle 3: NaN x_m", "obstacle 4: negative length_m (-1)", "obstacle 5: zero width_m (0)",
+    assert result.faults == ("obstacle 3: NaN x_m", "obstacle 4: negative length_m (-1)", "obstacle 5: negative height_m (-0.5)",
                              "obstacle 6: inf yaw_rad", "detection vehicle: negative box size",
                              "detection pedestrian: NaN score", "detection vehicle: inf v_max_px")
     (track,) = result.tracks
