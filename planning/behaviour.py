@@ -41,6 +41,8 @@ class PlannerParams:
     prediction_steps: int
     min_track_hits: int
     crossing_heading_rad: float
+    moving_speed_mps: float
+    unknown_moving_speed_mps: float
     stop_line_margin_m: float
     light_lookahead_m: float
     lamp_height_m: float
@@ -86,7 +88,7 @@ class StopPoint:
 
 
 def tracks_on_path(tracks: tuple[Track, ...], ref: ReferencePath, path_idx: np.ndarray, lateral_m: np.ndarray,
-                   s_ego: float, ego_width_m: float, p: PlannerParams) -> list[StopPoint]:
+                   s_ego: float, ego_yaw_rad: float, ego_width_m: float, p: PlannerParams) -> list[StopPoint]:
     """Tracks whose box (or, for movers across the path, its extrapolation) reaches the
     corridor of the planned path ahead of the ego."""
     if not len(tracks) or len(path_idx) < 2:
@@ -98,29 +100,34 @@ def tracks_on_path(tracks: tuple[Track, ...], ref: ReferencePath, path_idx: np.n
     for t in tracks:
         if t.hits < p.min_track_hits:
             continue
-        moving = t.speed_mps > 0.5
+        # Only classified movers are extrapolated: an unclassified LiDAR box is mostly
+        # street furniture whose centre shifts as more of it comes into view.
+        moving = t.speed_mps > p.moving_speed_mps and (t.label != "unknown" or t.speed_mps > p.unknown_moving_speed_mps)
         heading = math.atan2(t.vy_map_mps, t.vx_map_mps) if moving else 0.0
         # Nearest path point to the track now, to tell a lead from a crosser.
         d_now = np.hypot(path[:, 0] - t.x_map_m, path[:, 1] - t.y_map_m)
         k_now = int(np.argmin(d_now))
         crossing = moving and abs(math.remainder(heading - path_yaw[k_now], 2 * math.pi)) > p.crossing_heading_rad \
             and abs(math.remainder(heading - path_yaw[k_now] - math.pi, 2 * math.pi)) > p.crossing_heading_rad
-        samples = times if (crossing or t.label == "pedestrian") else times[:1]
-        px = t.x_map_m + t.vx_map_mps * samples
-        py = t.y_map_m + t.vy_map_mps * samples
+        predicted = crossing or (moving and t.label == "pedestrian")
+        samples = times if predicted else times[:1]
+        px = t.x_map_m + t.vx_map_mps * samples * moving
+        py = t.y_map_m + t.vy_map_mps * samples * moving
         d = np.hypot(path[None, :, 0] - px[:, None], path[None, :, 1] - py[:, None])
         i, k = np.unravel_index(np.argmin(d), d.shape)
-        half = max(t.length_m, t.width_m) / 2 if (crossing or t.label == "pedestrian") else t.width_m / 2
+        # The box's half extent across the path at that point (its yaw is in base_link).
+        relative = t.yaw_rad + ego_yaw_rad - path_yaw[k]
+        half = abs(t.length_m / 2 * math.sin(relative)) + abs(t.width_m / 2 * math.cos(relative))
         if d[i, k] > ego_width_m / 2 + half + p.lateral_margin_m:
             continue
         along = path_s[k] - s_ego
         if along <= 0.0:
             continue
-        if crossing or t.label == "pedestrian":
-            speed_along, extent = 0.0, half
+        extent = abs(t.length_m / 2 * math.cos(relative)) + abs(t.width_m / 2 * math.sin(relative))
+        if predicted or not moving:
+            speed_along = 0.0
         else:
             speed_along = t.vx_map_mps * math.cos(path_yaw[k]) + t.vy_map_mps * math.sin(path_yaw[k])
-            extent = t.length_m / 2
         standstill = p.standstill_gap_pedestrian_m if t.label == "pedestrian" else p.standstill_gap_vehicle_m
         found.append(StopPoint(path_s[k] - extent, speed_along, standstill, f"{t.label} track {t.track_id}",
                                t.track_id))

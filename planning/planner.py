@@ -55,6 +55,7 @@ class ModularPlanner:
         self.supervisor = SafetySupervisor(vehicle, self.mode, tuple(required_inputs))
         self.lane_bias_m = 0.0
         self._emergency = False
+        self._ego_yaw = 0.0
         self.counts: Counter = self.supervisor.counts
         self._last_stamp_ns: int | None = None
 
@@ -75,6 +76,7 @@ class ModularPlanner:
             update = self.tracker.update(inputs.stamp_ns, ego, inputs.obstacles, inputs.detections)
             tracks, faults = update.tracks, list(update.faults)
             s_ego, lateral = self.ref.locate(ego.x_m, ego.y_m)
+            self._ego_yaw = ego.yaw_rad
             self._correct_lateral(inputs, s_ego, lateral)
             idx = self.ref.window(s_ego - _BEHIND_M, s_ego + self.p.horizon_m)
             offsets = self._path_offsets(idx, s_ego, ego.speed_mps)
@@ -142,7 +144,8 @@ class ModularPlanner:
     # -- speed ---------------------------------------------------------------------------
 
     def _track_stops(self, tracks, idx, offsets, s_ego) -> list[StopPoint]:
-        return tracks_on_path(tracks, self.ref, idx, offsets + self.lane_bias_m, s_ego, self.vehicle.width_m, self.p)
+        return tracks_on_path(tracks, self.ref, idx, offsets + self.lane_bias_m, s_ego, self._ego_yaw,
+                              self.vehicle.width_m, self.p)
 
     def _stop_points(self, inputs: PlannerInputs, ego, s_ego: float, idx: np.ndarray, offsets: np.ndarray,
                      tracks: tuple[Track, ...]) -> tuple[list[StopPoint], list[str]]:
