@@ -236,3 +236,7 @@ def export_perception(
         ours = OnnxMultiTask(out)(images)
         worst = max(float((reference[n] - ours[n]).abs().max()) for n in OUTPUT_NAMES)
         Console().print(f"ONNX Runtime vs torch: largest output difference {worst:.2e}")
+
+
+from drivestack.cli_eval_drive import eval_drive  # noqa: E402
+eval_app.command("drive")(eval_drive)

@@ -4,7 +4,8 @@ A scenario names a town (a shipped town or a path to any ``.xodr``), the route (
 pose and goal, via waypoints, or a seeded random route of a given length), traffic
 counts, weather, seed and the sensors on the ego (``sim.sensors.suite``).
 ``sim/scenarios/*.yaml`` are the shipped ones; those with
-``benchmark: true`` form the benchmark suite.
+``benchmark: true`` form the benchmark suite, and ``suite()`` splits it into the
+training towns' routes (``train``) and the held-out town's (``holdout``).
 """
 
 from __future__ import annotations
@@ -181,6 +182,22 @@ def shipped_scenarios() -> list[Scenario]:
 
 def benchmark_suite() -> list[Scenario]:
     return [s for s in shipped_scenarios() if s.benchmark]
+
+
+# The benchmark's routes, whole or by split: the training towns, or the held-out town.
+SUITES = {"benchmark": lambda s: True, "train": lambda s: s.split == "train", "holdout": lambda s: s.split == "test"}
+
+
+def suite(name: str) -> list[Scenario]:
+    """The scenarios of a suite (``benchmark``, ``train``, ``holdout``), or the one
+    scenario a shipped name or a YAML path names."""
+    if name in SUITES:
+        return [s for s in benchmark_suite() if SUITES[name](s)]
+    if Path(name).suffix in (".yaml", ".yml") or (SCENARIO_DIR / f"{name}.yaml").exists():
+        return [load_scenario(name)]
+    known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+    raise ScenarioError(f"unknown suite {name!r} (suites: {', '.join(SUITES)}; or a scenario: {known}; "
+                        f"or a YAML file)")
 
 
 def resolve_scenario(name_or_path: str, seed: int | None = None, sensors: str | None = None,
