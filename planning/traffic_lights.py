@@ -62,20 +62,23 @@ class LightStateEstimator:
         for (light_id, _), p, z in zip(lights, uv, depth):
             if not z > 0.5:
                 continue
-            near = np.hypot(*(centres - p).T) < self.gate_px + sizes
+            distance = np.hypot(*(centres - p).T)
+            near = distance < self.gate_px + sizes
             if not near.any():
                 continue
-            scores: dict[str, float] = {}
-            for k in np.flatnonzero(near):
-                state = _LABEL_STATE[lamps[k].label]
-                scores[state] = max(scores.get(state, 0.0), lamps[k].score)
-            best = max(scores, key=scores.get)
-            strong = [s for s, v in scores.items() if v >= self.contradiction_score]
-            if len(strong) > 1:
-                # Two confident colours on one lamp: believe the more restrictive one.
-                faults.append(f"contradicting light states for light {light_id}: {', '.join(sorted(strong))}")
+            # The lamp is the detection nearest to where the map puts it; another
+            # confident colour on the same spot (overlapping boxes) is a contradiction,
+            # a neighbouring signal's lamp is not.
+            chosen = lamps[int(np.argmin(np.where(near, distance, np.inf)))]
+            best = _LABEL_STATE[chosen.label]
+            score = chosen.score
+            others = {_LABEL_STATE[d.label] for d in lamps if d.score >= self.contradiction_score
+                      and _LABEL_STATE[d.label] != best and _iou(d, chosen) > 0.3}
+            if others and score >= self.contradiction_score:
+                strong = sorted({best, *others})
+                faults.append(f"contradicting light states for light {light_id}: {', '.join(strong)}")
                 best = RED if RED in strong else YELLOW
-            self.seen[light_id] = LightObservation(best, detections.stamp_ns, scores[best] if best in scores else 1.0)
+            self.seen[light_id] = LightObservation(best, detections.stamp_ns, score)
         return faults
 
     def state(self, light_id: int, stamp_ns: int) -> str:
@@ -83,3 +86,12 @@ class LightStateEstimator:
         if seen is None or stamp_ns - seen.stamp_ns > self.memory_ns:
             return UNKNOWN
         return seen.state
+
+
+def _iou(a, b) -> float:
+    w = min(a.u_max_px, b.u_max_px) - max(a.u_min_px, b.u_min_px)
+    h = min(a.v_max_px, b.v_max_px) - max(a.v_min_px, b.v_min_px)
+    if w <= 0 or h <= 0:
+        return 0.0
+    area = (a.u_max_px - a.u_min_px) * (a.v_max_px - a.v_min_px) + (b.u_max_px - b.u_min_px) * (b.v_max_px - b.v_min_px)
+    return w * h / (area - w * h)
