@@ -27,6 +27,15 @@ LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 
 class AgentName(str, Enum):
     expert = "expert"
+    modular = "modular"
+
+
+class ModeName(str, Enum):
+    """Who drives the modular agent (planning.inputs.DriveMode)."""
+
+    modular = "modular"
+    policy = "policy"
+    policy_safety = "policy+safety"
 
 
 class RouteKind(str, Enum):
@@ -108,7 +117,11 @@ def drive(
     town: Optional[str] = typer.Option(None, help="Town name or path to any .xodr file (with --route random)."),
     route: Optional[RouteKind] = typer.Option(None, help="'random': a seeded random feasible route on --town."),
     route_length_m: float = typer.Option(500.0, min=20.0, help="Length of a random route in metres."),
-    agent: AgentName = typer.Option(AgentName.expert, help="Who drives."),
+    agent: AgentName = typer.Option(AgentName.expert, help="Who drives: the privileged expert, or the modular "
+                                                           "agent (perception + planner, from sensors only)."),
+    mode: Optional[ModeName] = typer.Option(None, help="With --agent modular: the modular planner drives "
+                                                       "(default), the learned policy, or the policy with the "
+                                                       "safety supervisor."),
     episodes: int = typer.Option(1, min=1, help="Episodes per scenario; episode k uses seed S + k."),
     seed: Optional[int] = typer.Option(None, min=0, help="Seed (default: the scenario's own)."),
     npc_vehicles: Optional[int] = typer.Option(None, min=0, help="Override the scenario's NPC vehicle count."),
@@ -125,7 +138,9 @@ def drive(
     record: Optional[Path] = typer.Option(None, help="Record each episode as a rosbag2 (MCAP) bag, the topics the "
                                                      "ROS 2 graph records (a new path; one bag per episode)."),
     ros: bool = typer.Option(False, "--ros", help="Drive through the ROS 2 graph (launch/drive.yaml: bridge, "
-                                                  "agent and recorder as processes); the bag goes to OUT/bag."),
+                                                  "agent and recorder as processes; with --agent modular the "
+                                                  "mission, perception and planner nodes); the bag goes to "
+                                                  "OUT/bag."),
     foxglove: bool = typer.Option(False, "--foxglove", help="With --ros: serve camera, LiDAR and trajectory on a local "
                                                             "Foxglove WebSocket (ws://127.0.0.1:8765); open it in "
                                                             "Foxglove (Open connection -> Foxglove WebSocket)."),
@@ -141,9 +156,14 @@ def drive(
     """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
     if ros and record is not None:
         _fail("with --ros the bag is always recorded, to OUT/bag; --record is for in-process runs")
+    if mode is not None and agent != AgentName.modular:
+        _fail("--mode is for --agent modular")
+    if video is not None:
+        _check_video_path(video)
     if ros:
         _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out, weather, sensors, video,
-                   as_json, foxglove, perception, perception_weights, lidar_obstacles)
+                   as_json, foxglove, perception, perception_weights, lidar_obstacles, agent,
+                   mode or ModeName.modular)
         return
     if foxglove:
         _fail("--foxglove needs --ros (the live view is a node of the ROS 2 graph)")
@@ -160,13 +180,6 @@ def drive(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"cannot write results to {out}: {exc.strerror or exc}")
-    if video is not None:
-        if video.suffix not in (".mp4", ".avi"):
-            _fail(f"--video {video}: give a .mp4 or .avi file name")
-        try:
-            video.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            _fail(f"cannot write the video to {video}: {exc.strerror or exc}")
     try:
         chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians, weather,
                             sensors)
@@ -213,28 +226,50 @@ def drive(
         console.print(f"results: {out / 'results.json'}" + (f", bird's-eye PNGs in {out}/" if png else ""))
 
 
+def _check_video_path(video: Path) -> None:
+    if video.suffix not in (".mp4", ".avi"):
+        _fail(f"--video {video}: give a .mp4 or .avi file name")
+    try:
+        video.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot write the video to {video}: {exc.strerror or exc}")
+
+
 def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out: Path, weather, sensors,
                video, as_json: bool, foxglove: bool = False, perception: bool = False,
-               perception_weights: Optional[Path] = None, lidar_obstacles: bool = False) -> None:
-    """One episode through launch/drive.yaml; the bridge writes results.json, the PNG and the bag."""
+               perception_weights: Optional[Path] = None, lidar_obstacles: bool = False,
+               agent: AgentName = AgentName.expert, mode: ModeName = ModeName.modular) -> None:
+    """One episode through launch/drive.yaml; the bridge writes results.json, the PNG, the
+    video and the bag. The modular agent drives from the `drive` sensor suite unless
+    --sensors names another."""
     from ros_nodes.launcher import LaunchError, load_launch, run_launch
     from sim.driving_score import format_results_table, global_score
     from sim.scenario import resolve_scenario
-    if suite is not None or town is not None or episodes != 1 or video is not None:
-        _fail("--ros drives one episode of one --scenario; --suite, --town, --episodes and --video run in-process "
+    if suite is not None or town is not None or episodes != 1:
+        _fail("--ros drives one episode of one --scenario; --suite, --town and --episodes run in-process "
               "(without --ros)")
     name = scenario or "default"
+    modular = agent == AgentName.modular
+    if modular and sensors is None:
+        from drivestack.agents import MODULAR_SENSOR_SUITE
+        sensors_used = MODULAR_SENSOR_SUITE  # what launch/drive.yaml picks for agent:=modular
+    else:
+        sensors_used = sensors
     try:  # fail here, with the CLI's message, rather than in a node
-        chosen = resolve_scenario(name, seed=seed, sensors=sensors, weather=weather, npc_vehicles=npc_vehicles,
+        chosen = resolve_scenario(name, seed=seed, sensors=sensors_used, weather=weather, npc_vehicles=npc_vehicles,
                                   pedestrians=pedestrians)
     except _user_errors() as exc:
         _fail(str(exc))
-    if perception_weights is not None and not perception:
-        _fail("--perception-weights is for --perception")
-    if perception and not any(c.name == "front" and "rgb" in c.kinds for c in chosen.sensors.cameras):
+    if perception_weights is not None and not (perception or modular):
+        _fail("--perception-weights is for --perception or --agent modular")
+    has_camera = any(c.name == "front" and "rgb" in c.kinds for c in chosen.sensors.cameras)
+    if modular and not (has_camera and chosen.sensors.lidar is not None):
+        _fail("--agent modular drives from a front RGB camera and a LiDAR: choose --sensors drive or full")
+    if perception and not has_camera:
         _fail("--perception needs a front RGB camera: choose --sensors full or front_rgb")
     if lidar_obstacles and chosen.sensors.lidar is None:
         _fail("--lidar-obstacles needs a LiDAR: choose --sensors full")
+    perception = perception or modular
     if perception:
         from perception.camera_pipeline import DEFAULT_WEIGHTS  # torch: only when the node will run anyway
         if not (perception_weights or DEFAULT_WEIGHTS).is_file():
@@ -249,7 +284,8 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
                  "pedestrians": str(-1 if pedestrians is None else pedestrians),
                  "foxglove": "true" if foxglove else "false", "perception": "true" if perception else "false",
                  "perception_weights": str(perception_weights or ""),
-                 "lidar_obstacles": "true" if lidar_obstacles else "false"}
+                 "lidar_obstacles": "true" if lidar_obstacles else "false", "agent": agent.value,
+                 "mode": mode.value, "video": str(video or "")}
     try:
         description = load_launch(LAUNCH_DIR / "drive.yaml", arguments)
     except LaunchError as exc:
@@ -266,7 +302,8 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
     results = results_from_json(payload)
     console = Console()
     console.print(format_results_table(results, global_score(results)))
-    console.print(f"results: {results_path}, bag: {out / 'bag'}, bird's-eye PNG in {out}/")
+    console.print(f"results: {results_path}, bag: {out / 'bag'}, bird's-eye PNG in {out}/"
+                  + (f", video: {video}" if video is not None else ""))
 
 
 @app.command()

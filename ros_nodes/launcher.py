@@ -1,9 +1,10 @@
 """The launcher: a subset of the ROS 2 YAML launch format, run on plain subprocesses.
 
 There is no ``launch``/``launch_ros`` on PyPI, so this reads the part of the real format
-the project needs (``arg``, ``let``, ``node`` with ``param``/``remap``, ``$(var ...)``)
-and starts each node as ``python -m <module> --ros-args ...``, exactly the command line
-``launch_ros`` would build. Parsing and command building are pure; ``run_launch``
+the project needs (``arg``, ``let``, ``node`` with ``param``/``remap``, ``$(var ...)``
+and the boolean substitutions ``$(equals ...)``, ``$(if ...)``, ...) and starts each
+node as ``python -m <module> --ros-args ...``, exactly the command line ``launch_ros``
+would build. Parsing and command building are pure; ``run_launch``
 supervises the processes the way ``ros2 launch`` does (SIGINT, then SIGTERM after
 ``sigterm_timeout``, then SIGKILL after ``sigkill_timeout``), with one difference: a
 node that exits non-zero always brings the whole graph down.
@@ -45,7 +46,6 @@ DEFAULT_SIGKILL_TIMEOUT_S = 5.0
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 _TRUE, _FALSE = ("true", "True", "1"), ("false", "False", "0")
 _SCALAR_TYPES = {"str": str, "bool": bool, "int": int, "float": float}
 _LIST_TYPES = {f"list_of_{name}": kind for name, kind in _SCALAR_TYPES.items()}
@@ -333,16 +333,19 @@ class _Parser:
         return value
 
     def _text(self, raw: Any, where: str) -> str:
-        """A string attribute with its substitutions done."""
+        """A string attribute with its substitutions done (inner ones first: a value is
+        never read again as a substitution)."""
         if not isinstance(raw, str):
             raise LaunchError(f"{where}: expected a string, got {raw!r}")
-        return _SUBSTITUTION.sub(lambda match: self._substitute(match.group(1), where), raw)
+        return "".join(part if isinstance(part, str) else self._substitute(part, where)
+                       for part in _parse_substitutions(raw))
 
-    def _substitute(self, expression: str, where: str) -> str:
-        try:
-            kind, *rest = shlex.split(expression)
-        except ValueError:
-            kind, rest = "", []
+    def _substitute(self, call: _Call, where: str) -> str:
+        kind = call.arguments[0] if call.arguments and isinstance(call.arguments[0], str) else ""
+        rest = [self._argument(argument, where) for argument in call.arguments[1:]]
+        expression = f"{kind} {' '.join(rest)}".strip()
+        if kind in _BOOLEAN_SUBSTITUTIONS and len(rest) in _BOOLEAN_SUBSTITUTIONS[kind]:
+            return self._boolean(kind, rest, where)
         if kind == "var" and len(rest) == 1:
             if rest[0] not in self.variables:
                 raise LaunchError(f"{where}: $(var {rest[0]}) is not defined by an arg or let above it")
@@ -355,7 +358,26 @@ class _Parser:
         if kind == "dirname" and not rest:
             return str(self.path.resolve().parent)
         raise LaunchError(f"{where}: unsupported substitution $({expression}) "
-                          "(supported: $(var NAME), $(env NAME [DEFAULT]), $(dirname))")
+                          "(supported: $(var NAME), $(env NAME [DEFAULT]), $(dirname), $(equals A B), "
+                          "$(not-equals A B), $(not X), $(and X Y), $(or X Y), $(if COND THEN [ELSE]))")
+
+    def _argument(self, argument: str | _Call | list, where: str) -> str:
+        if isinstance(argument, str):
+            return argument
+        if isinstance(argument, _Call):
+            return self._substitute(argument, where)
+        return "".join(self._argument(part, where) for part in argument)
+
+    def _boolean(self, kind: str, values: list[str], where: str) -> str:
+        """ROS 2's boolean substitutions: "true" or "false" (``if`` returns a branch)."""
+        if kind in ("equals", "not-equals"):
+            same = _comparable(values[0]) == _comparable(values[1])
+            return _scalar_text(same == (kind == "equals"), where)
+        if kind == "if":
+            return values[1] if self._bool(values[0], f"{where} $(if)") else (values[2] if len(values) > 2 else "")
+        truth = [self._bool(v, f"{where} $({kind})") for v in values]
+        return _scalar_text({"not": lambda: not truth[0], "and": lambda: all(truth), "or": lambda: any(truth)}[kind](),
+                            where)
 
     def _mapping(self, raw: Any, where: str) -> dict:
         if not isinstance(raw, dict):
@@ -366,6 +388,92 @@ class _Parser:
         if not isinstance(raw, list):
             raise LaunchError(f"{where}: expected a list, got {raw!r}")
         return raw
+
+
+# name -> the argument counts it takes (ROS 2 Jazzy's launch.substitutions of these names).
+_BOOLEAN_SUBSTITUTIONS = {"equals": (2,), "not-equals": (2,), "not": (1,), "and": (2,), "or": (2,), "if": (2, 3)}
+
+
+@dataclass(frozen=True)
+class _Call:
+    """``$(kind arg ...)``: each argument is text or a list of text and nested calls."""
+
+    arguments: tuple
+
+
+def _parse_substitutions(text: str) -> list[str | _Call]:
+    """Text and ``$(...)`` calls, nested ones inside their arguments. Arguments split at
+    whitespace; quotes group (``''`` is an empty argument). An unclosed ``$(`` is text."""
+    parts: list[str | _Call] = []
+    position = 0
+    while (start := text.find("$(", position)) >= 0:
+        call, end = _parse_call(text, start + 2)
+        if call is None:
+            break
+        parts += [text[position:start], call]
+        position = end
+    parts.append(text[position:])
+    return [part for part in parts if part != ""]
+
+
+def _parse_call(text: str, position: int) -> tuple[_Call | None, int]:
+    """The call whose arguments start at ``position``, and the index after its ``)``."""
+    arguments: list = []
+    current: list = []
+    started = False  # an argument is open (so that '' counts as one)
+    quote = ""
+    while position < len(text):
+        char = text[position]
+        if quote:
+            if char == quote:
+                quote = ""
+            else:
+                current.append(char)
+            position += 1
+        elif char in "'\"":
+            quote, started = char, True
+            position += 1
+        elif text.startswith("$(", position):
+            inner, position = _parse_call(text, position + 2)
+            if inner is None:
+                return None, position
+            current.append(inner)
+            started = True
+        elif char == ")" or char.isspace():
+            if started:
+                arguments.append(_joined(current))
+            current, started = [], False
+            position += 1
+            if char == ")":
+                return _Call(tuple(arguments)), position
+        else:
+            current.append(char)
+            started = True
+            position += 1
+    return None, position
+
+
+def _joined(parts: list) -> str | list:
+    """An argument's characters as one string, or text and calls in order."""
+    merged: list = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    if not merged:
+        return ""
+    return merged[0] if len(merged) == 1 and isinstance(merged[0], str) else merged
+
+
+def _comparable(value: str) -> object:
+    """As ``$(equals)`` compares: booleans and numbers by value, else the text."""
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _check_keys(body: dict, allowed: set[str] | frozenset[str], where: str, required: tuple[str, ...] = ()) -> None:

@@ -10,7 +10,12 @@ bridge (CARLA's autopilot) for data collection. With ``perception:=true`` /
 start-up and, before it steps, for their outputs stamped with the frame
 (ros_nodes.topics.perception_topics), so every frame is perceived and recorded however
 slow the models are; an output missing after ``control_timeout_s`` is logged and
-counted (``extra.perception_timeouts``), not a fault: nothing drives from it. The
+counted (``extra.perception_timeouts``), not a fault: the planner waits for them itself.
+The route goes out latched on ``/drivestack/route`` unless ``publish_route:=false`` (the
+mission node plans and publishes it then). With ``video:=FILE`` the bridge writes the
+episode's MP4 (``sim.video.VideoObserver``: front camera with label overlays beside a
+bird's-eye view); the camera and labels the video adds are rendered for it only, never
+published, so the graph and the bag are those of the same run without a video. The
 referee scores the episode; at the end its result goes out on
 ``/drivestack/episode/result`` and into ``out``.
 
@@ -54,17 +59,20 @@ class SimBridge(Node):
         p.update({name: self.declare_parameter(name, default).value for name, default in (
             ("autopilot", False), ("control_timeout_s", 2.0), ("max_consecutive_faults", 40),
             ("startup_timeout_s", 60.0), ("perception", False), ("lidar_obstacles", False),
-            ("wait_for_nodes", [""]), ("out", ""))})
+            ("wait_for_nodes", [""]), ("out", ""), ("publish_route", True), ("video", ""))})
         self.params = p
         self.scenario = scenario_from_params(p)
+        self.published_sensors = self.scenario.sensors  # what the graph sees, with or without a video
+        if p["video"]:
+            self.scenario = _with_video_camera(self.scenario)
         self.control_timeout_s = float(p["control_timeout_s"])
         self.faults = 0
         self.consecutive_faults = 0
         self.frames_published = 0
         from sim.builtin import BuiltinSimulator
         self.sim = BuiltinSimulator()
-        self.table = topics.topic_table(self.scenario.sensors, self.sim.dt_s)
-        self.pubs = Publishers(self, self.table)
+        self.table = topics.topic_table(self.published_sensors, self.sim.dt_s)
+        self.pubs = Publishers(self, [t for t in self.table if p["publish_route"] or t.name != topics.ROUTE])
         self.controls: dict[int, object] = {}
         self.ready_nodes: dict[str, tuple[str, ...]] = {}
         self.control_sub = subscribe(self, _table_topic(self.table, topics.CONTROL), self._on_control)
@@ -79,7 +87,7 @@ class SimBridge(Node):
 
     def _perception_outputs(self) -> list[Topic]:
         """The outputs of the perception nodes in the loop (only the stamps are read)."""
-        outputs = topics.perception_topics(self.scenario.sensors, self.sim.dt_s)
+        outputs = topics.perception_topics(self.published_sensors, self.sim.dt_s)
         chosen = []
         for node, wanted in (("perception", [t for t in outputs if t.name != topics.OBSTACLES]),
                              ("lidar_obstacles", [t for t in outputs if t.name == topics.OBSTACLES])):
@@ -99,10 +107,21 @@ class SimBridge(Node):
     def run(self) -> int:
         obs = self.sim.reset(self.scenario)
         self.pubs.publish(topics.MAP, msg_class("std_msgs/msg/String")(data=self.sim.road_map.xodr_text))
-        self.pubs.publish(topics.ROUTE, route_msg(self.sim.route, obs.stamp_ns))
-        if not self._wait_for_graph():
-            return 1
+        if self.params["publish_route"]:
+            self.pubs.publish(topics.ROUTE, route_msg(self.sim.route, obs.stamp_ns))
+        video = self._start_video()
+        try:
+            if not self._wait_for_graph():
+                return 1
+            return self._episode(obs, video)
+        finally:
+            if video is not None:
+                video.finish()
+
+    def _episode(self, obs: Observation, video) -> int:
         referee = Referee(self.sim, self.scenario, obs)
+        if video is not None:
+            video.observe(obs)
         expert = self._autopilot() if self.params["autopilot"] else None
         status = None
         while not referee.done and rclpy.ok():
@@ -121,6 +140,8 @@ class SimBridge(Node):
                 status = EpisodeStatus.SIMULATION_ERROR
                 break
             referee.update(obs)
+            if video is not None:
+                video.observe(obs)
         if not rclpy.ok():  # Ctrl-C or SIGTERM: the graph is going away, no result
             self.sim.close()
             return 130
@@ -130,6 +151,17 @@ class SimBridge(Node):
         self._publish_result(run)
         self.sim.close()
         return 0
+
+    def _start_video(self):
+        if not self.params["video"]:
+            return None
+        from sim.video import VideoError, VideoObserver
+        video = VideoObserver(self.params["video"], self.sim.dt_s)
+        try:
+            video.start(self.sim.road_map, self.sim.route)
+        except VideoError as exc:
+            raise ValueError(str(exc)) from None
+        return video
 
     def _autopilot(self):
         from sim.expert import ExpertDriver
@@ -156,7 +188,9 @@ class SimBridge(Node):
         self.frames_published += 1
         clock = msg_class("rosgraph_msgs/msg/Clock")(clock=time_msg(obs.stamp_ns))
         self.pubs.publish(topics.CLOCK, clock)
-        for topic, msg in observation_messages(obs, self.scenario.sensors):
+        if obs.ground_truth is not None and not self.published_sensors.ground_truth:
+            obs = replace(obs, ground_truth=None)  # rendered for the video's overlays only
+        for topic, msg in observation_messages(obs, self.published_sensors):
             self.pubs.publish(topic, msg)
 
     def _await_control(self, stamp_ns: int) -> VehicleControl:
@@ -222,6 +256,14 @@ class SimBridge(Node):
             (out / "results.json").write_text(json.dumps(payload, indent=2))
         if not self.pubs.wait_for_all_acked(5.0):
             self.get_logger().warning("some subscribers did not acknowledge the last messages within 5 s")
+
+
+def _with_video_camera(scenario):
+    """The scenario with a front RGB camera (the suite's own if it has one) and labels
+    for the video's overlays, as ``drivestack drive --video`` renders in-process."""
+    from sim.sensors.suite import load_suite
+    sensors = scenario.sensors.with_camera(load_suite("front_rgb").cameras[0])
+    return replace(scenario, sensors=replace(sensors, ground_truth=True))
 
 
 def _table_topic(table, name: str) -> Topic:

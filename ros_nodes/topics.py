@@ -117,6 +117,33 @@ def perception_topics(suite: SensorSuite, dt_s: float, camera: str = "front") ->
     return tuple(rows)
 
 
+PLANNING_NS = "/drivestack/planning"
+PLANNING_PATH = f"{PLANNING_NS}/path"
+PLANNER_STATUS = f"{PLANNING_NS}/status"
+PLANNING_MARKERS = f"{PLANNING_NS}/markers"
+MISSION_PATH = "/drivestack/mission/path"
+POLICY_CONTROL = "/drivestack/policy/control"
+
+# A learned policy's control, which the planner arbitrates in the policy modes.
+POLICY_CONTROL_TOPIC = Topic(POLICY_CONTROL, "drivestack_msgs/msg/VehicleControl", Qos.CONTROL, None,
+                             description="the learned policy's proposed control; header.stamp = its frame")
+
+
+def planning_topics(dt_s: float) -> tuple[Topic, ...]:
+    """What the mission and planner nodes publish besides the route and the control."""
+    rate = 1.0 / dt_s
+    return (
+        Topic(PLANNING_PATH, "nav_msgs/msg/Path", Qos.SENSOR, rate,
+              description="the planned path (map frame), lane changes included"),
+        Topic(PLANNER_STATUS, "drivestack_msgs/msg/PlannerStatus", Qos.SENSOR, rate,
+              description="behaviour, stop reason, supervisor override, input faults, target speed"),
+        Topic(PLANNING_MARKERS, "visualization_msgs/msg/MarkerArray", Qos.SENSOR, rate, stamped=False,
+              description="debug view: tracks coloured by label with ids, the path, the behaviour as text"),
+        Topic(MISSION_PATH, "nav_msgs/msg/Path", Qos.LATCHED, None,
+              description="the global route as a path (map frame), for viewers"),
+    )
+
+
 def camera_sensor_id(camera: str, kind: str) -> str:
     """CARLA bridge role name of one pass of a camera: ``rgb_front``."""
     return f"{CAMERA_PASSES[kind][0]}_{camera}"
