@@ -55,7 +55,8 @@ def boxes_2d_msg(boxes: tuple[Box2D, ...], stamp_ns: int, frame_id: str):
         detection = msg_class("drivestack_msgs/msg/Detection2D")(header=hdr, results=_hypotheses(b.object_class),
                                                                  bbox=bbox, id=str(b.instance_id))
         out.append(labelled(detection=detection, visible_fraction=b.visible_fraction, truncation=b.truncation,
-                            distance_m=b.distance_m, visible_pixels=b.visible_pixels,
+                            # -1 (no instance pass to count them) does not fit the uint32: 0.
+                            distance_m=b.distance_m, visible_pixels=max(b.visible_pixels, 0),
                             light_state=_light(b.light_state)))
     return msg_class("drivestack_msgs/msg/LabeledBox2DArray")(header=hdr, boxes=out)
 
