@@ -57,12 +57,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(USER_ERROR)
 
 
-def _make_agent(name: AgentName):
-    from sim.expert import ExpertDriver
-
-    def make_expert(road_map, route, sim):
-        return ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
-    return {AgentName.expert: make_expert}[name]
 
 
 def _scenarios(scenario: Optional[str], suite: Optional[str], town: Optional[str], route: Optional[RouteKind],
@@ -147,8 +141,9 @@ def drive(
     perception: bool = typer.Option(False, "--perception", help="With --ros: run the camera perception node on the "
                                                                 "front camera (detections, semantic mask, lanes, "
                                                                 "overlay), recorded and shown in the live view."),
-    perception_weights: Optional[Path] = typer.Option(None, help="With --perception: its weights (default: the "
-                                                                 "shipped models/weights/perception_multitask.pt)."),
+    perception_weights: Optional[Path] = typer.Option(None, help="The camera net's weights for --perception or "
+                                                                 "--agent modular (default: the shipped "
+                                                                 "models/weights/perception_multitask.pt)."),
     lidar_obstacles: bool = typer.Option(False, "--lidar-obstacles", help="With --ros: run the LiDAR obstacle node "
                                                                           "(needs a LiDAR, e.g. --sensors full), "
                                                                           "recorded and shown in the live view."),
@@ -167,9 +162,19 @@ def drive(
         return
     if foxglove:
         _fail("--foxglove needs --ros (the live view is a node of the ROS 2 graph)")
-    if perception or lidar_obstacles or perception_weights is not None:
-        _fail("--perception, --perception-weights and --lidar-obstacles need --ros (they run nodes of the ROS 2 "
-              "graph)")
+    if perception or lidar_obstacles:
+        _fail("--perception and --lidar-obstacles need --ros (they run nodes of the ROS 2 graph; the modular agent "
+              "runs its own perception in-process)")
+    if perception_weights is not None and agent != AgentName.modular:
+        _fail("--perception-weights is for --agent modular (or --perception with --ros)")
+    if mode not in (None, ModeName.modular):
+        _fail("--mode policy and policy+safety need a driving policy node, which runs only in the ROS 2 graph (--ros)")
+    if agent == AgentName.modular:
+        from perception.camera_pipeline import DEFAULT_WEIGHTS  # torch: the agent loads it anyway
+        if not (perception_weights or DEFAULT_WEIGHTS).is_file():
+            _fail(f"no perception weights at {perception_weights or DEFAULT_WEIGHTS}: train and ship them (README: "
+                  "Perception) or give --perception-weights")
+    from drivestack.agents import agent_factory, scenario_for_agent
     from sim.birdseye import save_birdseye
     from sim.builtin import BuiltinSimulator
     from sim.driving_score import format_results_table, global_score, results_to_json
@@ -183,7 +188,8 @@ def drive(
     try:
         chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians, weather,
                             sensors)
-        runs_todo = [s.with_seed((s.seed if seed is None else seed) + k) for s in chosen for k in range(episodes)]
+        runs_todo = [scenario_for_agent(agent.value, s.with_seed((s.seed if seed is None else seed) + k))
+                     for s in chosen for k in range(episodes)]
         if video is not None:
             runs_todo = [_with_video_camera(s) for s in runs_todo]
         bags = [_video_path(record, s, len(runs_todo) == 1) for s in runs_todo] if record is not None else []
@@ -205,7 +211,8 @@ def drive(
                 if record is not None:
                     from ros_nodes.bag_observer import BagObserver
                     observers.append(BagObserver(bags[len(results)], sc, sim.dt_s))
-                run = run_episode(sim, sc, _make_agent(agent), on_step=lambda pct, t=task: progress.update(
+                make_agent = agent_factory(agent.value, sc, perception_weights=perception_weights)
+                run = run_episode(sim, sc, make_agent, on_step=lambda pct, t=task: progress.update(
                     t, completed=pct, rc=f"route {pct:5.1f} %"), observers=observers)
                 progress.update(task, completed=100)
                 progress.update(overall, advance=1)

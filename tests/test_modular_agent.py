@@ -72,3 +72,30 @@ def test_modular_agent_completes_a_short_route():
     result = run.result
     assert result.status == EpisodeStatus.COMPLETED, result
     assert not [i for i in result.infractions if i.kind.value.startswith("collisions")]
+
+
+def _drivestack(*args: str):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "drivestack.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_drives_the_modular_agent_in_process(tmp_path):
+    short = Path(__file__).parent / "data" / "scenarios" / "eval_short.yaml"  # 70 m, no sensors of its own
+    done = _drivestack("drive", "--agent", "modular", "--scenario", str(short), "--out", str(tmp_path), "--json",
+                       "--no-png")
+    assert done.returncode == 0, done.stderr
+    import json
+    (route,) = json.loads(done.stdout)["routes"]
+    assert route["route_completion_pct"] > 0.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "policy"], "need a driving policy"),
+    (["--perception-weights", "missing.pt"], "no perception weights at missing.pt"),
+])
+def test_cli_modular_agent_user_errors(tmp_path, args, message):
+    done = _drivestack("drive", "--agent", "modular", "--out", str(tmp_path), *args)
+    assert done.returncode == 2
+    assert message in done.stderr
