@@ -39,8 +39,11 @@ $(STAMP): $(PIP_STAMP) $(MSGS_SRC)
 	$(BIN)/python -m ros_nodes.build_msgs
 	touch $(STAMP)
 
+# The full modular stack through ROS 2: bridge, mission, perception, LiDAR obstacles,
+# planner, recorder. Each run gets its own folder (bags are never overwritten).
 run: $(STAMP)
-	$(BIN)/drivestack drive --scenario default --agent expert --out $(OUT)
+	$(eval RUN_DIR := $(OUT)/$(shell date +%Y%m%d-%H%M%S))
+	$(BIN)/drivestack drive --ros --agent modular --scenario modular_demo --out $(RUN_DIR) --video $(RUN_DIR)/drive.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -50,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m ros_nodes.bench
 	$(BIN)/python -m models.bench
 	$(BIN)/python -m perception.bench
+	$(BIN)/python -m planning.bench
 
 towns: $(STAMP)
 	$(BIN)/python -m sim.towns.generate_towns

@@ -42,7 +42,6 @@ class PlannerParams:
     min_track_hits: int
     crossing_heading_rad: float
     moving_speed_mps: float
-    unknown_moving_speed_mps: float
     stop_line_margin_m: float
     light_lookahead_m: float
     lamp_height_m: float
@@ -100,16 +99,17 @@ def tracks_on_path(tracks: tuple[Track, ...], ref: ReferencePath, path_idx: np.n
     for t in tracks:
         if t.hits < p.min_track_hits:
             continue
-        # Only classified movers are extrapolated: an unclassified LiDAR box is mostly
-        # street furniture whose centre shifts as more of it comes into view.
-        moving = t.speed_mps > p.moving_speed_mps and (t.label != "unknown" or t.speed_mps > p.unknown_moving_speed_mps)
+        # Only classified movers are extrapolated: an unclassified LiDAR box is mostly a
+        # wall or fence, whose sparse LiDAR columns slide along it as the car drives
+        # (and look like an object moving at a fixed bearing).
+        moving = t.speed_mps > p.moving_speed_mps
         heading = math.atan2(t.vy_map_mps, t.vx_map_mps) if moving else 0.0
         # Nearest path point to the track now, to tell a lead from a crosser.
         d_now = np.hypot(path[:, 0] - t.x_map_m, path[:, 1] - t.y_map_m)
         k_now = int(np.argmin(d_now))
         crossing = moving and abs(math.remainder(heading - path_yaw[k_now], 2 * math.pi)) > p.crossing_heading_rad \
             and abs(math.remainder(heading - path_yaw[k_now] - math.pi, 2 * math.pi)) > p.crossing_heading_rad
-        predicted = crossing or (moving and t.label == "pedestrian")
+        predicted = t.label != "unknown" and (crossing or (moving and t.label == "pedestrian"))
         samples = times if predicted else times[:1]
         px = t.x_map_m + t.vx_map_mps * samples * moving
         py = t.y_map_m + t.vy_map_mps * samples * moving

@@ -269,7 +269,10 @@ class SafetySupervisor:
                 continue
             if abs(lateral[i]) >= self.vehicle.width_m / 2 + half_across + self.params.corridor_margin_m:
                 continue
-            along_mps = track.vx_map_mps * math.cos(heading[i]) + track.vy_map_mps * math.sin(heading[i])
+            # An unclassified LiDAR box is taken as standing: its velocity is mostly the
+            # slide of sparse LiDAR columns along a wall, not motion.
+            along_mps = 0.0 if track.label == "unknown" else \
+                track.vx_map_mps * math.cos(heading[i]) + track.vy_map_mps * math.sin(heading[i])
             closing_mps = ego.speed_mps - along_mps
             if closing_mps <= 0.0:  # standing apart, or moving away faster than the ego
                 continue

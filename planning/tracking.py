@@ -70,6 +70,9 @@ class TrackerParams:
     vehicle_prior_width_m: float
     pedestrian_prior_length_m: float
     pedestrian_prior_width_m: float
+    max_speed_mps: float
+    small_object_max_speed_mps: float
+    small_object_max_size_m: float
 
     def __post_init__(self) -> None:
         if isinstance(self.confirm_hits, bool) or not isinstance(self.confirm_hits, int) or self.confirm_hits < 1:
@@ -91,6 +94,10 @@ class TrackerParams:
     def gate_mahalanobis_sq(self) -> float:
         """Chi-square quantile with 2 degrees of freedom (closed form)."""
         return -2.0 * math.log(1.0 - self.association_gate_probability)
+
+    def speed_limit_mps(self, size_m: np.ndarray) -> np.ndarray:
+        """The fastest an object whose footprint's longer side is ``size_m`` can move."""
+        return np.where(size_m <= self.small_object_max_size_m, self.small_object_max_speed_mps, self.max_speed_mps)
 
     def prior_size_m(self, label: str) -> tuple[float, float]:
         if label == "pedestrian":
@@ -511,6 +518,7 @@ class MultiObjectTracker:
         if n_tracks:
             y, s, pht = self._innovations(measured.z, measured.cov, measured.age_s)
             d2 = _mahalanobis_sq(y, s)  # (T, M)
+            d2 = np.where(self._too_fast(pht, y, s, measured), _INFEASIBLE, d2)
             free = ~measured_before
             if measured_before.any():
                 unmatched &= ~(d2[measured_before] <= self.params.gate_mahalanobis_sq).any(axis=0)
@@ -535,6 +543,20 @@ class MultiObjectTracker:
                 measured_before[tracks] = True
         born = self._birth(stamp_ns, measured.take(unmatched))
         return np.concatenate([measured_before, np.ones(born, bool)])
+
+    def _too_fast(self, pht: np.ndarray, y: np.ndarray, s: np.ndarray, measured: _Measurements) -> np.ndarray:
+        """(T, M) pairs whose update would leave the track faster than anything of its size
+        moves. A static surface sampled by the LiDAR's fixed ray columns gives a point
+        that slides along it as the ego drives or turns (a wall at a grazing angle: several
+        times the ego's speed); without this a new track, whose velocity is free, follows
+        it and is confirmed moving at 10-30 m/s."""
+        v_post = self._x[:, None, 2:] + (pht[:, None, 2:] @ _inv2(s) @ y[..., None])[..., 0]  # (T, M, 2)
+        speed = np.hypot(v_post[..., 0], v_post[..., 1])
+        track_size = np.array([max(i.length_m, i.width_m) if i.has_lidar_box else np.inf for i in self._info])
+        meas_size = np.array([max(b[0], b[1]) if b is not None else np.inf for b in measured.boxes])
+        # Small only if both the track's box and this measurement's box are small; camera ones never are.
+        size = np.maximum(track_size[:, None], meas_size[None, :])
+        return speed > self.params.speed_limit_mps(size)
 
     def _kalman_update(self, tracks: np.ndarray, pht: np.ndarray, y: np.ndarray, s: np.ndarray) -> None:
         gain = pht @ _inv2(s)  # (K, 4, 2)
