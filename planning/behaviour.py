@@ -95,8 +95,15 @@ def tracks_on_path(tracks: tuple[Track, ...], ref: ReferencePath, path_idx: np.n
     path = ref.offset_points(path_idx, lateral_m)
     path_s, path_yaw = ref.s[path_idx], ref.yaw[path_idx]
     times = np.linspace(0.0, p.prediction_horizon_s, max(p.prediction_steps, 1))
+    # One vectorised pass drops the tracks that cannot reach the corridor in the horizon
+    # (most of them: parked cars, people on sidewalks, walls).
+    xy = np.array([(t.x_map_m, t.y_map_m) for t in tracks])
+    reach = np.array([max(t.length_m, t.width_m) / 2 + (t.speed_mps * p.prediction_horizon_s
+                                                       if t.label != "unknown" else 0.0) for t in tracks])
+    nearest = np.hypot(path[None, :, 0] - xy[:, None, 0], path[None, :, 1] - xy[:, None, 1]).min(axis=1)
+    candidates = np.flatnonzero(nearest <= ego_width_m / 2 + p.lateral_margin_m + reach)
     found = []
-    for t in tracks:
+    for t in (tracks[i] for i in candidates):
         if t.hits < p.min_track_hits:
             continue
         # Only classified movers are extrapolated: an unclassified LiDAR box is mostly a
@@ -235,9 +242,12 @@ def junction_stop(ref: ReferencePath, s_ego: float, front_s: float, speed_mps: f
         conflicts = ref.map.connector_conflicts.get(entry.connector, frozenset())
         feeders = {q for c in conflicts for q in ref.map.lanes[c].predecessors}
         green = light_green.get(entry.connector, False)
+        centre = ref.map.lanes[entry.connector].points_xy.mean(axis=0)
         for t in tracks:
             if t.hits < p.min_track_hits or t.label == "pedestrian":
                 continue
+            if math.hypot(t.x_map_m - centre[0], t.y_map_m - centre[1]) > p.approaching_vehicle_distance_m + 30.0:
+                continue  # too far from this junction to matter (saves a map query)
             moving = t.speed_mps > 0.5
             lane_query = ref.map.nearest_lane(t.x_map_m, t.y_map_m,
                                               math.atan2(t.vy_map_mps, t.vx_map_mps) if moving else None, 3.0)
