@@ -28,9 +28,6 @@ _STAND_TOLERANCE_M = 0.5
 @dataclass(frozen=True)
 class PlannerParams:
     speed_limit_fraction: float
-    comfort_lateral_accel_mps2: float
-    comfort_decel_mps2: float
-    emergency_decel_mps2: float
     horizon_m: float
     response_time_s: float
     lateral_margin_m: float
@@ -141,14 +138,15 @@ def tracks_on_path(tracks: tuple[Track, ...], ref: ReferencePath, path_idx: np.n
     return found
 
 
-def allowed_speed(stop: StopPoint, front_s: float, speed_mps: float, p: PlannerParams) -> tuple[float, float]:
+def allowed_speed(stop: StopPoint, front_s: float, speed_mps: float, p: PlannerParams,
+                  comfort_decel_mps2: float) -> tuple[float, float]:
     """(speed allowed now, deceleration feed-forward) for one stop point: the speed from
     which a comfortable brake still ends at the lead's speed with the time gap kept."""
     v_lead = max(stop.speed_along_mps, 0.0)
     preview = speed_mps * p.response_time_s
     gap = stop.s_m - front_s
     room = gap - stop.standstill_m - p.time_gap_s * v_lead - preview
-    allowed = math.sqrt(v_lead ** 2 + 2 * p.comfort_decel_mps2 * max(room, 0.0)) if gap > stop.standstill_m else 0.0
+    allowed = math.sqrt(v_lead ** 2 + 2 * comfort_decel_mps2 * max(room, 0.0)) if gap > stop.standstill_m else 0.0
     if v_lead < 0.5 and room < _STAND_TOLERANCE_M:
         allowed = 0.0  # close enough: stand rather than creep up the last centimetres
     accel = math.inf

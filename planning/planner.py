@@ -168,7 +168,7 @@ class ModularPlanner:
                 stops.append(StopPoint(line.s_m - self.p.stop_line_margin_m, 0.0, 0.0, f"red light {line.light_id}"))
             elif state == UNKNOWN and gap > 0.0:
                 # Not seen yet: approach slowly enough to stop once it is.
-                stops.append(StopPoint(line.s_m + self.p.unknown_light_speed_mps ** 2 / (2 * self.p.comfort_decel_mps2),
+                stops.append(StopPoint(line.s_m + self.p.unknown_light_speed_mps ** 2 / (2 * self.cp.comfort_decel_mps2),
                                        0.0, 0.0, f"light {line.light_id} not seen yet"))
         junction = junction_stop(self.ref, s_ego, front, ego.speed_mps, tracks, green_connectors, self.p)
         if junction is not None:
@@ -193,11 +193,11 @@ class ModularPlanner:
         k = min(int(np.searchsorted(self.ref.s, preview)), len(self.ref.s) - 1)
         curvature = float(np.abs(self.ref.curvature[max(k - 2, 0):k + 3]).max())
         target = min(float(self.ref.speed_limit[k]) * self.p.speed_limit_fraction,
-                     math.sqrt(self.p.comfort_lateral_accel_mps2 / max(curvature, 1e-6)))
+                     math.sqrt(self.cp.comfort_lateral_accel_mps2 / max(curvature, 1e-6)))
         accel_cap, reason = math.inf, ""
         front = s_ego + self.vehicle.length_m / 2
         for stop in stops:
-            allowed, accel = allowed_speed(stop, front, speed_mps, self.p)
+            allowed, accel = allowed_speed(stop, front, speed_mps, self.p, self.cp.comfort_decel_mps2)
             if allowed < target:
                 target, reason = allowed, stop.reason
             accel_cap = min(accel_cap, accel)
@@ -215,15 +215,15 @@ class ModularPlanner:
         if target <= 0.05 and ego.speed_mps < 0.5:
             # Stand: brake the last few tenths of a metre per second gently, then hold.
             self.longitudinal.reset()
-            stop = controls_from_accel(-min(self.p.comfort_decel_mps2, ego.speed_mps / self.dt_s), steer,
+            stop = controls_from_accel(-min(self.cp.comfort_decel_mps2, ego.speed_mps / self.dt_s), steer,
                                        ego.speed_mps, self.vehicle)
             return stop.steer, 0.0, stop.brake
         needed = min(accel_cap, 0.0)
-        emergency = needed < -self.p.comfort_decel_mps2 - 1e-6
+        emergency = needed < -self.cp.comfort_decel_mps2 - 1e-6
         self._emergency = emergency
         accel = self.longitudinal.command(target, ego.speed_mps, self.dt_s, emergency=emergency)
         accel = min(accel, accel_cap) if math.isfinite(accel_cap) else accel
-        accel = max(accel, -(self.p.emergency_decel_mps2 if emergency else self.p.comfort_decel_mps2))
+        accel = max(accel, -(self.cp.emergency_decel_mps2 if emergency else self.cp.comfort_decel_mps2))
         if ego.speed_mps > target:
             accel = min(accel, 0.0)  # the target is a limit: never throttle above it
         control: VehicleControl = controls_from_accel(accel, steer, ego.speed_mps, self.vehicle)

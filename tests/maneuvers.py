@@ -225,7 +225,7 @@ def run_maneuver(spec: dict, seed: int = 0) -> ManeuverResult:
     state.yaw_rad[0] = math.atan2(*(xy[1] - xy[0])[::-1])
     state.speed_mps[0] = spec["ego_speed_mps"]
     result = ManeuverResult(False, math.inf, 0.0, 0.0, False, math.nan, 0.0, 0.0)
-    comfort = planner.p.comfort_decel_mps2
+    comfort = planner.cp.comfort_decel_mps2
     for k in range(int(spec["duration_s"] / DT_S)):
         t = k * DT_S
         stamp = int(round(t * 1e9))
