@@ -49,8 +49,7 @@ def step_times(scenario_name: str, steps: int) -> dict:
     return {"scenario": scenario.name, "steps": steps,
             "planner_ms_median": float(np.median(planner)), "planner_ms_p95": float(np.percentile(planner, 95)),
             "perception_ms_median": float(np.median(total - planner)),
-            "agent_ms_median": float(np.median(total)), "simulator_ms_median": float(np.median(sim_ms)),
-            "tracks_median": float(np.median([len(agent.last_output.tracks)]))}
+            "agent_ms_median": float(np.median(total)), "simulator_ms_median": float(np.median(sim_ms))}
 
 
 def main() -> None:
