@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -19,20 +20,46 @@ def collect(
                                        "OUT/collection.json."),
     workers: int = typer.Option(0, min=0, help="Episodes driven at once (0: one per core)."),
     seed: int = typer.Option(0, min=0, help="Seed of the first episode; episode k uses seed + k."),
-    sensors: str = typer.Option("full", help="Shipped sensor suite (sim/config/sensors) to record."),
+    sensors: str = typer.Option("full", help="Shipped sensor suite (sim/config/sensors) to record: full for "
+                                             "perception, front_rgb for behaviour cloning."),
+    agent: str = typer.Option("expert", help="Who drives: expert, or policy (DAgger: the policy of "
+                                             "--policy-weights drives, the expert labels every frame)."),
+    noise: bool = typer.Option(False, "--noise", help="CIL noise injection: short steering impulses and brake "
+                                                      "taps perturb the executed control while the expert's "
+                                                      "correction is recorded as the label."),
+    policy_weights: Optional[Path] = typer.Option(None, help="With --agent policy: its weights (default: the "
+                                                             "shipped models/weights/policy_cilrs.pt)."),
+    beta: float = typer.Option(0.0, min=0.0, max=1.0, help="With --agent policy: chance per step that the "
+                                                           "expert's control is executed instead (DAgger's beta)."),
 ) -> None:
-    """Drive the expert with all sensors and ground truth and record one MCAP bag per episode."""
+    """Drive the expert (or a policy, for DAgger) and record one MCAP bag per episode."""
     from dataclasses import replace
 
     from drivestack.cli import _fail, _user_errors
-    from ros_nodes.collect import collect as run_collection
+    from ros_nodes.collect import Driver, collect as run_collection
     from sim.collection import SPLITS, collection_scenarios
+    from sim.demonstration import NoiseParams
     from sim.scenario import load_scenario
     from sim.sensors.suite import SensorConfigError, load_suite
 
     console = Console(stderr=True)
+    if agent not in ("expert", "policy"):
+        _fail(f"--agent {agent}: collect with expert or policy")
+    if noise and agent != "expert":
+        _fail("--noise is for --agent expert (a policy makes its own mistakes)")
+    if agent != "policy" and (policy_weights is not None or beta):
+        _fail("--policy-weights and --beta are for --agent policy")
+    if agent == "policy":
+        from models.driving_policy import DEFAULT_POLICY_WEIGHTS
+        policy_weights = policy_weights or DEFAULT_POLICY_WEIGHTS
+        if not policy_weights.is_file():
+            _fail(f"--policy-weights {policy_weights}: no such file")
+    driver = Driver(noise=NoiseParams() if noise else None,
+                    policy_weights=str(policy_weights) if agent == "policy" else None, beta=beta)
     try:
         suite = load_suite(sensors)
+        if agent == "policy" and not any(c.name == "front" and "rgb" in c.kinds for c in suite.cameras):
+            _fail(f"--agent policy drives from the front RGB camera: suite {sensors!r} has none (try front_rgb)")
         if scenarios in SPLITS:
             chosen = collection_scenarios(scenarios, episodes, suite, seed)
         else:
@@ -60,7 +87,8 @@ def collect(
             progress.update(overall, advance=1)
 
         try:
-            summary = run_collection(chosen, out, workers=workers, command=command, on_start=on_start,
+            summary = run_collection(chosen, out, workers=workers, command=command, driver=driver,
+                                     on_start=on_start,
                                      on_progress=on_progress, on_done=on_done)
         except _user_errors() as exc:
             _fail(str(exc))

@@ -4,13 +4,16 @@ An episode observer (``sim.episode.EpisodeObserver``) that writes, per frame, ``
 and every message the bridge would publish (ros_nodes.frame_messages), and the agent's
 control stamped with the frame it answers, through the same conversions and the same
 crash-safe BagWriter; map and route at the start, the episode result in the metadata
-at the end. No rclpy: `drivestack drive --record` and data collection run without a
-graph and many episodes can record in parallel processes.
+at the end. With ``label`` (noise injection, DAgger) it also records the expert's
+label of each frame on ``/drivestack/expert/control``. No rclpy: `drivestack drive
+--record` and data collection run without a graph and many episodes can record in
+parallel processes.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from drivestack.schema import EpisodeResult, Observation, Route, VehicleControl
@@ -26,10 +29,13 @@ from sim.scenario import Scenario
 
 class BagObserver:
     def __init__(self, path: str | Path, scenario: Scenario, dt_s: float, compression: str = "",
-                 chunk_size_bytes: int = 1 << 20) -> None:
+                 chunk_size_bytes: int = 1 << 20, label: Callable[[], VehicleControl | None] | None = None) -> None:
         self.path, self.scenario, self.compression = Path(path), scenario, compression
         self.chunk_size_bytes = chunk_size_bytes
         self.table = {t.name: t for t in topics.recorded_topics(topics.topic_table(scenario.sensors, dt_s))}
+        self.label = label
+        if label is not None:
+            self.table[topics.EXPERT_CONTROL] = topics.EXPERT_CONTROL_TOPIC
         self._writer: BagWriter | None = None
 
     def start(self, road_map: RoadMap, route: Route) -> None:
@@ -49,6 +55,9 @@ class BagObserver:
 
     def act(self, stamp_ns: int, control: VehicleControl) -> None:
         self._write(topics.CONTROL, stamp_ns, control_msg(control, stamp_ns))
+        label = self.label() if self.label is not None else None
+        if label is not None:
+            self._write(topics.EXPERT_CONTROL, stamp_ns, control_msg(label, stamp_ns))
 
     def finish(self, result: EpisodeResult | None) -> None:
         if self._writer is None:

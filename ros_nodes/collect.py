@@ -8,6 +8,10 @@ and little else (measured: 1 MiB zstd chunks are ~3x slower to read at random, f
 less disk; 128 KiB chunks, which hold the LiDAR scan or the instance image beside them,
 ~20 % slower; `make bench` compares them).
 
+Who drives is a ``Driver``: the expert (default), the expert with CIL noise injection,
+or a learned policy (DAgger); in the last two the expert's label of every frame is
+recorded beside the executed control (``/drivestack/expert/control``).
+
 ``OUT/collection.json`` lists every episode: scenario, seed, bag, frames, bytes and its
 driving result. A bag that is already complete is kept and its episode skipped, so an
 interrupted collection resumes; an interrupted episode's bag is closed and readable.
@@ -29,6 +33,7 @@ from pathlib import Path
 from ros_nodes.bag.contents import read_mcap
 from ros_nodes.bag.errors import BagError
 from ros_nodes.bag.layout import locate
+from sim.demonstration import NoiseParams
 from sim.scenario import Scenario
 
 MANIFEST = "collection.json"
@@ -59,6 +64,31 @@ class EpisodeRecord:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Driver:
+    """Who drives the recorded episodes (picklable: it travels to the workers)."""
+
+    noise: NoiseParams | None = None  # CIL noise injection on the expert's control
+    policy_weights: str | None = None  # DAgger: this policy drives, the expert labels
+    beta: float = 0.0  # DAgger: chance per step that the expert's own control is executed
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta={self.beta}: a probability in [0, 1]")
+        if self.noise is not None and self.policy_weights is not None:
+            raise ValueError("noise injection is for the expert; a policy (DAgger) makes its own mistakes")
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the executed control can differ from the expert's label."""
+        return self.noise is not None or self.policy_weights is not None
+
+    def describe(self) -> str:
+        if self.policy_weights is not None:
+            return f"policy {self.policy_weights} (expert labels, beta {self.beta:g})"
+        return "expert with noise injection" if self.noise is not None else "expert"
+
+
 def bag_name(scenario: Scenario) -> str:
     return f"{scenario.split}/{scenario.name}_seed{scenario.seed}"
 
@@ -81,6 +111,7 @@ def _record(scenario: Scenario, out: Path) -> EpisodeRecord:
 # -- worker side -------------------------------------------------------------------
 
 _SIM = None
+_POLICIES: dict[str, object] = {}  # weights path -> agent factory, loaded once per worker
 
 
 def _worker_init() -> None:
@@ -96,13 +127,42 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _drive_one(scenario: Scenario, out: str, progress) -> EpisodeRecord:
+def _agent_factory(driver: Driver, scenario: Scenario, drivers: list):
+    """The episode's agent factory; the agent it builds is appended to ``drivers``."""
+    import numpy as np
+
+    from sim.demonstration import ControlNoise, LabelledDriver
+    from sim.expert import ExpertDriver
+
+    def make(road_map, route, sim):
+        expert = ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
+        if not driver.labelled:
+            agent = expert
+        elif driver.noise is not None:
+            agent = LabelledDriver(expert, ControlNoise(driver.noise, sim.dt_s, scenario.seed), "expert+noise")
+        else:
+            if driver.policy_weights not in _POLICIES:
+                from drivestack.agents import agent_factory
+                _POLICIES[driver.policy_weights] = agent_factory("policy", scenario,
+                                                                 policy_weights=Path(driver.policy_weights))
+            policy = _POLICIES[driver.policy_weights](road_map, route, sim)
+            rng = np.random.default_rng([scenario.seed, 0xDA66E2])
+
+            def act(obs, label):
+                executed = policy.run_step(obs)  # always: the policy keeps its own state current
+                return label if rng.random() < driver.beta else executed
+            agent = LabelledDriver(expert, act, "policy")
+        drivers.append(agent)
+        return agent
+    return make
+
+
+def _drive_one(scenario: Scenario, out: str, progress, driver: Driver = Driver()) -> EpisodeRecord:
     """Drive and record one episode (in a worker process)."""
     global _SIM
     from ros_nodes.bag_observer import BagObserver
     from sim.builtin import BuiltinSimulator
     from sim.episode import run_episode
-    from sim.expert import ExpertDriver
 
     record = _record(scenario, Path(out))
     bag = Path(out) / record.bag
@@ -110,7 +170,9 @@ def _drive_one(scenario: Scenario, out: str, progress) -> EpisodeRecord:
     if _SIM is None:
         _SIM = BuiltinSimulator()
     started = time.perf_counter()
-    observer = BagObserver(bag, scenario, _SIM.dt_s, compression=COMPRESSION, chunk_size_bytes=CHUNK_SIZE_BYTES)
+    drivers: list = []
+    observer = BagObserver(bag, scenario, _SIM.dt_s, compression=COMPRESSION, chunk_size_bytes=CHUNK_SIZE_BYTES,
+                           label=(lambda: drivers[0].label if drivers else None) if driver.labelled else None)
     last = [0.0]
 
     def on_step(pct: float) -> None:
@@ -119,9 +181,8 @@ def _drive_one(scenario: Scenario, out: str, progress) -> EpisodeRecord:
             progress.put((record.bag, pct))
 
     try:
-        run = run_episode(_SIM, scenario, lambda road_map, route, sim: ExpertDriver(road_map, route, sim.vehicle,
-                                                                                     sim.dt_s),
-                          on_step=on_step, observers=[observer])
+        run = run_episode(_SIM, scenario, _agent_factory(driver, scenario, drivers), on_step=on_step,
+                          observers=[observer])
     except KeyboardInterrupt:
         record.error = "interrupted (the bag is closed and readable)"
         _SIM = None  # the simulator may be mid-step
@@ -134,7 +195,10 @@ def _drive_one(scenario: Scenario, out: str, progress) -> EpisodeRecord:
     record.status, record.driving_score = result.status.value, result.driving_score
     record.route_completion_pct = result.route_completion_pct
     record.extra = {"distance_driven_m": result.distance_driven_m, "duration_s": result.duration_s,
-                    "infractions": len(result.infractions)}
+                    "infractions": len(result.infractions), "driver": driver.describe()}
+    noise = getattr(drivers[0].act, "active_steps", None) if drivers and driver.labelled else None
+    if noise is not None:
+        record.extra["noise_frames"] = noise
     return _measured(record, bag, started)
 
 
@@ -190,13 +254,15 @@ class CollectionSummary:
 
 
 def collect(scenarios: Sequence[Scenario], out: Path, *, workers: int, command: str = "",
+            driver: Driver = Driver(),
             on_start: Callable[[str, str], None] | None = None,
             on_progress: Callable[[str, float], None] | None = None,
             on_done: Callable[[EpisodeRecord], None] | None = None) -> CollectionSummary:
     """Drive and record ``scenarios`` in ``workers`` processes into ``out``.
 
-    Complete bags already there are skipped; an incomplete one is an error (it may hold
-    data: recover or move it). Callbacks run in this process: ``on_start(bag, label)``,
+    ``driver`` says who drives (the expert by default). Complete bags already there
+    are skipped; an incomplete one is an error (it may hold data: recover or move
+    it). Callbacks run in this process: ``on_start(bag, label)``,
     ``on_progress(bag, route_pct)``, ``on_done(record)``.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +292,7 @@ def collect(scenarios: Sequence[Scenario], out: Path, *, workers: int, command: 
         progress = manager.Queue()
         try:
             for scenario in todo:
-                future = pool.submit(_drive_one, scenario, str(out), progress)
+                future = pool.submit(_drive_one, scenario, str(out), progress, driver)
                 pending[future] = scenario
                 if on_start:
                     on_start(bag_name(scenario), f"{scenario.town} {scenario.weather} seed {scenario.seed}")

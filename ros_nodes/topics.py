@@ -129,6 +129,16 @@ POLICY_CONTROL_TOPIC = Topic(POLICY_CONTROL, "drivestack_msgs/msg/VehicleControl
                              description="the learned policy's proposed control; header.stamp = its frame")
 
 
+EXPERT_CONTROL = "/drivestack/expert/control"
+
+# The expert's action at a frame (the behaviour-cloning label), recorded when something
+# else drove: under CIL noise injection or DAgger the executed control on
+# ``vehicle_control_cmd`` differs from it. Bags without it were driven by the expert.
+EXPERT_CONTROL_TOPIC = Topic(EXPERT_CONTROL, "drivestack_msgs/msg/VehicleControl", Qos.CONTROL, None,
+                             privileged=True,
+                             description="the expert's label for the frame when noise or a policy drove")
+
+
 def planning_topics(dt_s: float) -> tuple[Topic, ...]:
     """What the mission and planner nodes publish besides the route and the control."""
     rate = 1.0 / dt_s
