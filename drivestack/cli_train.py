@@ -238,5 +238,107 @@ def export_perception(
         Console().print(f"ONNX Runtime vs torch: largest output difference {worst:.2e}")
 
 
+@train_app.command("policy")
+def train_policy(
+    data: list[Path] = typer.Option(..., help="Collection directory (drivestack collect --out): trains on "
+                                              "DATA/train; repeat to train on several (e.g. DAgger's)."),
+    out: Path = typer.Option(Path("out/train/policy"), help="Checkpoints, history.json and TensorBoard logs."),
+    epochs: int = typer.Option(10, min=1),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(5e-4, min=0.0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    workers: int = typer.Option(2, min=0, help="Data loader worker processes."),
+    seed: int = typer.Option(0, min=0),
+    stride: int = typer.Option(2, min=1, help="Keep every n-th frame of each bag (20 Hz frames are near copies)."),
+    backbone: Optional[str] = typer.Option(None, help="perception (the perception net's backbone, the default), "
+                                                      "resnet18 or resnet34."),
+    init_weights: Optional[Path] = typer.Option(None, help="Start from a trained policy (weights or checkpoint; "
+                                                           "its net), e.g. to fine-tune it on new data."),
+    init_from_perception: Optional[bool] = typer.Option(
+        None, "--init-from-perception/--no-init-from-perception",
+        help="Start the backbone from the shipped perception weights (default: on for the perception backbone)."),
+    max_steps_per_epoch: int = typer.Option(0, min=0, help="Cap the steps of an epoch (0: the whole set)."),
+    resume: Optional[Path] = typer.Option(None, help="Go on from a checkpoint (OUT/last.pt)."),
+    no_balance: bool = typer.Option(False, "--no-balance", help="Take frames as recorded (no resampling of rare "
+                                                                "commands, stops, starts and turns)."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train without colour jitter."),
+) -> None:
+    """Train the behaviour-cloning policy (CILRS with a waypoint head) on the expert's labels.
+    Under `torchrun --nproc_per_node N` it trains with DistributedDataParallel."""
+    from models.engine import TrainArgs, train
+    from models.policy_net import BACKBONES
+    from models.policy_task import PolicyTask
+    if backbone is not None and backbone not in BACKBONES:
+        _fail(f"unknown backbone {backbone!r} ({', '.join(BACKBONES)})")
+    args = TrainArgs(out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, workers=workers, seed=seed,
+                     resume=resume, max_steps_per_epoch=max_steps_per_epoch,
+                     extra={"data": [str(d) for d in data], "stride": stride, "backbone": backbone,
+                            "balance": not no_balance, "augment": not no_augment,
+                            "init_weights": str(init_weights) if init_weights else None,
+                            "init_from_perception": init_from_perception,
+                            "command": "drivestack " + " ".join(sys.argv[1:])})
+    try:
+        task = PolicyTask(data, {"backbone": backbone} if backbone else None, stride=stride,
+                          balance=not no_balance, augment=not no_augment, init_weights=init_weights,
+                          init_from_perception=init_from_perception, seed=seed)
+        last = train(task, args)
+    except _errors() as exc:
+        _fail(str(exc))
+    if last:
+        Console().print(f"epoch {last['epoch']}: train loss {last['train_loss']['total']:.4f}"
+                        + (f", validation steer/throttle/brake MAE {last['val']['steer_mae']:.3f}/"
+                           f"{last['val']['throttle_mae']:.3f}/{last['val']['brake_mae']:.3f}" if "val" in last else "")
+                        + f"; checkpoints in {out}")
+        Console().print("training samples per bin (command/motion/steering, after balancing): "
+                        + ", ".join(f"{name} {count}" for name, count in task.bin_counts.items()), highlight=False)
+
+
+@eval_app.command("policy")
+def eval_policy(
+    weights: Path = typer.Option(..., help="Shipped weights (models/weights/*.pt) or a training checkpoint."),
+    data: Path = typer.Option(..., help="A collection (evaluates DATA/test, the held-out town and weather), or bags."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics there as JSON."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the car runs the policy frame by frame)."),
+    stride: int = typer.Option(5, min=1, help="Keep every n-th frame of each bag."),
+) -> None:
+    """Replay bags through the driving policy, frame by frame, and compare its steer, throttle
+    and brake with the expert's recorded labels: mean absolute errors, overall and per
+    route command."""
+    from models.driving_policy import DrivingPolicy
+    from models.engine import resolve_device
+    from models.policy_data import PolicyDataset
+    from models.policy_task import evaluate_policy
+    root = data / "test" if (data / "test").is_dir() else data
+    try:
+        policy = DrivingPolicy.from_weights(weights, resolve_device(device))
+        config = policy.model.config()
+        dataset = PolicyDataset([root], stride=stride, balance=False, num_waypoints=config["num_waypoints"],
+                                waypoint_dt_s=config["waypoint_dt_s"])
+        metrics = evaluate_policy(policy, dataset)
+    except _errors() as exc:
+        _fail(str(exc))
+    metrics.update(weights=str(weights), data=str(root), device=str(policy.device))
+    Console().print(_policy_table(metrics))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(metrics, indent=2))
+        Console().print(f"metrics: {json_out}")
+
+
+def _policy_table(metrics: dict) -> Table:
+    table = Table(title="policy vs expert: mean absolute error",
+                  caption=f"{metrics['data']}: {metrics['frames']} frames of {metrics['bags']} bag(s)")
+    for column in ("command", "frames", "steer", "throttle", "brake"):
+        table.add_column(column, justify="left" if column == "command" else "right")
+
+    def row(name: str, m: dict) -> None:
+        table.add_row(name, str(m["frames"]), *(f"{m[k]:.3f}" for k in ("steer_mae", "throttle_mae", "brake_mae")))
+    for name, m in metrics["per_command"].items():
+        row(name, m)
+    table.add_section()
+    row("all", metrics)
+    return table
+
+
 from drivestack.cli_eval_drive import eval_drive  # noqa: E402
 eval_app.command("drive")(eval_drive)
