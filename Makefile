@@ -39,11 +39,12 @@ $(STAMP): $(PIP_STAMP) $(MSGS_SRC)
 	$(BIN)/python -m ros_nodes.build_msgs
 	touch $(STAMP)
 
-# The full modular stack through ROS 2: bridge, mission, perception, LiDAR obstacles,
-# planner, recorder. Each run gets its own folder (bags are never overwritten).
+# The full stack through ROS 2: bridge, mission, perception, LiDAR obstacles, the
+# learned driving policy, planner (its safety supervisor over the policy's proposal),
+# recorder. Each run gets its own folder (bags are never overwritten).
 run: $(STAMP)
 	$(eval RUN_DIR := $(OUT)/$(shell date +%Y%m%d-%H%M%S))
-	$(BIN)/drivestack drive --ros --agent modular --scenario modular_demo --out $(RUN_DIR) --video $(RUN_DIR)/drive.mp4
+	$(BIN)/drivestack drive --ros --agent modular --mode policy+safety --scenario modular_demo --out $(RUN_DIR) --video $(RUN_DIR)/drive.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -3,6 +3,11 @@
 - ``expert``: the privileged autopilot (``sim.expert``), reads the true world state.
 - ``modular``: camera perception + LiDAR obstacles + the modular planner
   (``planning``), from sensors, map and route only.
+- ``policy``: the learned behaviour-cloning policy (``models.driving_policy``) from
+  the front camera, speed and route command; the planner only clamps its control and
+  catches NaN (``DriveMode.POLICY``).
+- ``policy+safety``: the policy, with the modular stack's perception, tracking and
+  safety supervisor able to override it (``DriveMode.POLICY_SAFETY``).
 
 Heavy imports (torch, Open3D) happen inside the factories, so the CLI stays quick.
 """
@@ -12,28 +17,31 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-AGENT_NAMES = ("expert", "modular")
+AGENT_NAMES = ("expert", "modular", "policy", "policy+safety")
 MODULAR_SENSOR_SUITE = "drive"  # sim/config/sensors/drive.yaml: front RGB + LiDAR, no labels
+POLICY_SENSOR_SUITE = "front_rgb"  # the policy alone needs only the front camera
+POLICY_CAMERA = "front"
 
 
 def scenario_for_agent(name: str, scenario):
-    """The scenario with the sensors the agent drives from: the modular agent needs a
-    front RGB camera and a LiDAR, and gets the ``drive`` suite unless it has both."""
+    """The scenario with the sensors the agent drives from: the modular agents need a
+    front RGB camera and a LiDAR, and get the ``drive`` suite unless they have both;
+    the policy alone gets ``front_rgb`` unless it has the camera."""
     _check_name(name)
-    if name != "modular":
+    if name == "expert":
         return scenario
     sensors = scenario.sensors
-    has_camera = any(c.name == "front" and "rgb" in c.kinds for c in sensors.cameras)
-    if has_camera and sensors.lidar is not None:
+    has_camera = any(c.name == POLICY_CAMERA and "rgb" in c.kinds for c in sensors.cameras)
+    if has_camera and (sensors.lidar is not None or name == "policy"):
         return scenario
     from sim.sensors.suite import load_suite
-    suite = load_suite(MODULAR_SENSOR_SUITE)
+    suite = load_suite(POLICY_SENSOR_SUITE if name == "policy" else MODULAR_SENSOR_SUITE)
     # Keep a video camera's labels if the caller asked for them (overlays only).
     return replace(scenario, sensors=replace(suite, ground_truth=sensors.ground_truth))
 
 
 def agent_factory(name: str, scenario, *, perception_weights: Path | None = None, device: str = "cpu",
-                  mode: str = "modular"):
+                  policy_weights: Path | None = None):
     """``(road_map, route, sim) -> agent`` for one episode of ``scenario`` (already
     passed through :func:`scenario_for_agent`). Loads the weights once, here, so a
     missing file fails before any episode starts."""
@@ -44,7 +52,32 @@ def agent_factory(name: str, scenario, *, perception_weights: Path | None = None
         def make_expert(road_map, route, sim):
             return ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
         return make_expert
-    return _modular_factory(scenario, perception_weights, device, mode)
+    if name == "policy":
+        return _policy_factory(policy_weights, device)
+    return _modular_factory(scenario, perception_weights, device, "modular" if name == "modular" else name,
+                            policy_weights)
+
+
+def load_driving_policy(policy_weights: Path | None, device: str = "cpu"):
+    from models.driving_policy import DEFAULT_POLICY_WEIGHTS, DrivingPolicy
+    return DrivingPolicy.from_weights(policy_weights or DEFAULT_POLICY_WEIGHTS, device=device)
+
+
+def _policy_factory(policy_weights: Path | None, device: str):
+    from planning.inputs import DriveMode, VehicleModel
+    from planning.modular_agent import ModularAgent
+    from planning.planner import ModularPlanner
+    from planning.policy_proposer import PolicyProposer
+
+    policy = load_driving_policy(policy_weights, device)
+
+    def make_policy(road_map, route, sim):
+        planner = ModularPlanner(road_map, route, VehicleModel.of(sim.vehicle), sim.dt_s, mode=DriveMode.POLICY,
+                                 required_inputs=("policy",))
+        agent = ModularAgent(planner, propose=PolicyProposer(policy, route), policy_camera=POLICY_CAMERA)
+        agent.name = "policy"
+        return agent
+    return make_policy
 
 
 def _check_name(name: str) -> None:
@@ -52,13 +85,15 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown agent {name!r} (known: {', '.join(AGENT_NAMES)})")
 
 
-def _modular_factory(scenario, perception_weights: Path | None, device: str, mode: str):
+def _modular_factory(scenario, perception_weights: Path | None, device: str, mode: str,
+                     policy_weights: Path | None = None):
     from drivestack.frames import CameraMount
     from perception.camera_pipeline import DEFAULT_WEIGHTS, CameraPerception
     from perception.lidar_obstacles import LidarObstacleDetector, SensorMount, config_for_lidar
     from planning.inputs import CameraModel, DriveMode, VehicleModel
     from planning.modular_agent import ModularAgent
     from planning.planner import ModularPlanner
+    from planning.policy_proposer import PolicyProposer
 
     camera_config = next(c for c in scenario.sensors.cameras if c.name == "front")
     mount = CameraMount(camera_config.x_m, camera_config.y_m, camera_config.z_m, camera_config.roll_rad,
@@ -74,9 +109,15 @@ def _modular_factory(scenario, perception_weights: Path | None, device: str, mod
         result = pipeline(image, stamp_ns)
         return result.detections, result.lanes
 
+    policy = load_driving_policy(policy_weights, device) if mode != "modular" else None
+
     def make_modular(road_map, route, sim):
         planner = ModularPlanner(road_map, route, VehicleModel.of(sim.vehicle), sim.dt_s, mode=DriveMode(mode),
                                  required_inputs=("detections", "obstacles"))
-        return ModularAgent(planner, camera=camera, perceive=perceive,
-                            detect_obstacles=lambda points: detector.detect(points, lidar_mount))
+        agent = ModularAgent(planner, camera=camera, perceive=perceive,
+                             detect_obstacles=lambda points: detector.detect(points, lidar_mount),
+                             propose=PolicyProposer(policy, route) if policy is not None else None,
+                             policy_camera=POLICY_CAMERA)
+        agent.name = mode
+        return agent
     return make_modular

@@ -48,8 +48,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sim.route_planner import NoRouteError
     from sim.scenario import ScenarioError
     from sim.video import VideoError
+    from models.weights import WeightsError
     from ros_nodes.bag.errors import BagError
-    return BagError, ConfigError, MapError, NoRouteError, ScenarioError, VideoError
+    return BagError, ConfigError, MapError, NoRouteError, ScenarioError, VideoError, WeightsError
 
 
 def _fail(message: str) -> None:
@@ -133,8 +134,8 @@ def drive(
                                                      "ROS 2 graph records (a new path; one bag per episode)."),
     ros: bool = typer.Option(False, "--ros", help="Drive through the ROS 2 graph (launch/drive.yaml: bridge, "
                                                   "agent and recorder as processes; with --agent modular the "
-                                                  "mission, perception and planner nodes); the bag goes to "
-                                                  "OUT/bag."),
+                                                  "mission, perception and planner nodes, with the policy "
+                                                  "modes the policy node); the bag goes to OUT/bag."),
     foxglove: bool = typer.Option(False, "--foxglove", help="With --ros: serve camera, LiDAR and trajectory on a local "
                                                             "Foxglove WebSocket (ws://127.0.0.1:8765); open it in "
                                                             "Foxglove (Open connection -> Foxglove WebSocket)."),
@@ -147,18 +148,23 @@ def drive(
     lidar_obstacles: bool = typer.Option(False, "--lidar-obstacles", help="With --ros: run the LiDAR obstacle node "
                                                                           "(needs a LiDAR, e.g. --sensors full), "
                                                                           "recorded and shown in the live view."),
+    policy_weights: Optional[Path] = typer.Option(None, help="The driving policy's weights for --mode policy or "
+                                                             "policy+safety (default: the shipped "
+                                                             "models/weights/policy_cilrs.pt)."),
 ) -> None:
     """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
     if ros and record is not None:
         _fail("with --ros the bag is always recorded, to OUT/bag; --record is for in-process runs")
     if mode is not None and agent != AgentName.modular:
         _fail("--mode is for --agent modular")
+    if policy_weights is not None and mode in (None, ModeName.modular):
+        _fail("--policy-weights is for --mode policy or policy+safety")
     if video is not None:
         _check_video_path(video)
     if ros:
         _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out, weather, sensors, video,
                    as_json, foxglove, perception, perception_weights, lidar_obstacles, agent,
-                   mode or ModeName.modular)
+                   mode or ModeName.modular, policy_weights)
         return
     if foxglove:
         _fail("--foxglove needs --ros (the live view is a node of the ROS 2 graph)")
@@ -167,13 +173,15 @@ def drive(
               "runs its own perception in-process)")
     if perception_weights is not None and agent != AgentName.modular:
         _fail("--perception-weights is for --agent modular (or --perception with --ros)")
-    if mode not in (None, ModeName.modular):
-        _fail("--mode policy and policy+safety need a driving policy node, which runs only in the ROS 2 graph (--ros)")
+    # In-process, the policy modes are the agents of that name (drivestack.agents).
+    agent_name = agent.value if mode in (None, ModeName.modular) else mode.value
     if agent == AgentName.modular:
         from perception.camera_pipeline import DEFAULT_WEIGHTS  # torch: the agent loads it anyway
         if not (perception_weights or DEFAULT_WEIGHTS).is_file():
             _fail(f"no perception weights at {perception_weights or DEFAULT_WEIGHTS}: train and ship them (README: "
                   "Perception) or give --perception-weights")
+    if agent_name.startswith("policy"):
+        _require_policy_weights(policy_weights)
     from drivestack.agents import agent_factory, scenario_for_agent
     from sim.birdseye import save_birdseye
     from sim.builtin import BuiltinSimulator
@@ -188,7 +196,7 @@ def drive(
     try:
         chosen = _scenarios(scenario, suite, town, route, route_length_m, npc_vehicles, pedestrians, weather,
                             sensors)
-        runs_todo = [scenario_for_agent(agent.value, s.with_seed((s.seed if seed is None else seed) + k))
+        runs_todo = [scenario_for_agent(agent_name, s.with_seed((s.seed if seed is None else seed) + k))
                      for s in chosen for k in range(episodes)]
         if video is not None:
             runs_todo = [_with_video_camera(s) for s in runs_todo]
@@ -211,7 +219,8 @@ def drive(
                 if record is not None:
                     from ros_nodes.bag_observer import BagObserver
                     observers.append(BagObserver(bags[len(results)], sc, sim.dt_s))
-                make_agent = agent_factory(agent.value, sc, perception_weights=perception_weights)
+                make_agent = agent_factory(agent_name, sc, perception_weights=perception_weights,
+                                           policy_weights=policy_weights)
                 run = run_episode(sim, sc, make_agent, on_step=lambda pct, t=task: progress.update(
                     t, completed=pct, rc=f"route {pct:5.1f} %"), observers=observers)
                 progress.update(task, completed=100)
@@ -233,6 +242,13 @@ def drive(
         console.print(f"results: {out / 'results.json'}" + (f", bird's-eye PNGs in {out}/" if png else ""))
 
 
+def _require_policy_weights(policy_weights: Optional[Path]) -> None:
+    from models.driving_policy import DEFAULT_POLICY_WEIGHTS
+    if not (policy_weights or DEFAULT_POLICY_WEIGHTS).is_file():
+        _fail(f"no policy weights at {policy_weights or DEFAULT_POLICY_WEIGHTS}: train them (README: Behaviour "
+              "cloning) or give --policy-weights")
+
+
 def _check_video_path(video: Path) -> None:
     if video.suffix not in (".mp4", ".avi"):
         _fail(f"--video {video}: give a .mp4 or .avi file name")
@@ -245,10 +261,11 @@ def _check_video_path(video: Path) -> None:
 def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out: Path, weather, sensors,
                video, as_json: bool, foxglove: bool = False, perception: bool = False,
                perception_weights: Optional[Path] = None, lidar_obstacles: bool = False,
-               agent: AgentName = AgentName.expert, mode: ModeName = ModeName.modular) -> None:
+               agent: AgentName = AgentName.expert, mode: ModeName = ModeName.modular,
+               policy_weights: Optional[Path] = None) -> None:
     """One episode through launch/drive.yaml; the bridge writes results.json, the PNG, the
-    video and the bag. The modular agent drives from the `drive` sensor suite unless
-    --sensors names another."""
+    video and the bag. The modular agent drives from the `drive` sensor suite (--mode
+    policy: `front_rgb`, the policy needs only the camera) unless --sensors names another."""
     from ros_nodes.launcher import LaunchError, load_launch, run_launch
     from sim.driving_score import format_results_table, global_score
     from sim.scenario import resolve_scenario
@@ -257,9 +274,12 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
               "(without --ros)")
     name = scenario or "default"
     modular = agent == AgentName.modular
+    policy = modular and mode != ModeName.modular  # the policy node runs
+    perceives = modular and mode != ModeName.policy  # the perception nodes run
     if modular and sensors is None:
-        from drivestack.agents import MODULAR_SENSOR_SUITE
-        sensors_used = MODULAR_SENSOR_SUITE  # what launch/drive.yaml picks for agent:=modular
+        from drivestack.agents import MODULAR_SENSOR_SUITE, POLICY_SENSOR_SUITE
+        # what launch/drive.yaml picks for agent:=modular
+        sensors_used = MODULAR_SENSOR_SUITE if perceives else POLICY_SENSOR_SUITE
     else:
         sensors_used = sensors
     try:  # fail here, with the CLI's message, rather than in a node
@@ -270,18 +290,22 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
     if perception_weights is not None and not (perception or modular):
         _fail("--perception-weights is for --perception or --agent modular")
     has_camera = any(c.name == "front" and "rgb" in c.kinds for c in chosen.sensors.cameras)
-    if modular and not (has_camera and chosen.sensors.lidar is not None):
+    if perceives and not (has_camera and chosen.sensors.lidar is not None):
         _fail("--agent modular drives from a front RGB camera and a LiDAR: choose --sensors drive or full")
+    if policy and not has_camera:
+        _fail("--mode policy drives from the front RGB camera: choose --sensors front_rgb, drive or full")
     if perception and not has_camera:
         _fail("--perception needs a front RGB camera: choose --sensors full or front_rgb")
     if lidar_obstacles and chosen.sensors.lidar is None:
         _fail("--lidar-obstacles needs a LiDAR: choose --sensors full")
-    perception = perception or modular
+    perception = perception or perceives
     if perception:
         from perception.camera_pipeline import DEFAULT_WEIGHTS  # torch: only when the node will run anyway
         if not (perception_weights or DEFAULT_WEIGHTS).is_file():
             _fail(f"no perception weights at {perception_weights or DEFAULT_WEIGHTS}: train and ship them (README: "
                   "Perception) or give --perception-weights")
+    if policy:
+        _require_policy_weights(policy_weights)
     if (out / "bag").exists():
         _fail(f"{out / 'bag'} exists: give a new --out (bags are never overwritten)")
     (out / "results.json").unlink(missing_ok=True)
@@ -292,7 +316,7 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
                  "foxglove": "true" if foxglove else "false", "perception": "true" if perception else "false",
                  "perception_weights": str(perception_weights or ""),
                  "lidar_obstacles": "true" if lidar_obstacles else "false", "agent": agent.value,
-                 "mode": mode.value, "video": str(video or "")}
+                 "mode": mode.value, "policy_weights": str(policy_weights or ""), "video": str(video or "")}
     try:
         description = load_launch(LAUNCH_DIR / "drive.yaml", arguments)
     except LaunchError as exc:
@@ -346,6 +370,8 @@ app.command(name="replay")(replay_command)
 
 from drivestack.cli_collect import collect as collect_command  # noqa: E402
 app.command(name="collect")(collect_command)
+from drivestack.cli_dagger import dagger as dagger_command  # noqa: E402
+app.command(name="dagger")(dagger_command)
 
 from drivestack.cli_train import eval_app, export_app, train_app  # noqa: E402
 app.add_typer(train_app, name="train")

@@ -14,8 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def eval_drive(
-    agent: Optional[list[str]] = typer.Option(None, "--agent", help="Who drives: expert, modular (repeat the option "
-                                                                    "to compare; default: all of them)."),
+    agent: Optional[list[str]] = typer.Option(None, "--agent", help="Who drives: expert, modular, policy, policy+safety "
+                                                                    "(repeat the option to compare; default: all of "
+                                                                    "them)."),
     suite: Optional[str] = typer.Option(None, help="benchmark (default: training towns and the held-out town), "
                                                    "train, holdout, or one scenario name."),
     scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="Scenario name or YAML file instead of a "
@@ -28,7 +29,9 @@ def eval_drive(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of the tables."),
     perception_weights: Optional[Path] = typer.Option(None, help="The modular agent's perception weights (default: "
                                                                  "the shipped models/weights/perception_multitask.pt)."),
-    device: str = typer.Option("cpu", help="Where the modular agent's CNN runs: cpu, cuda or cuda:N."),
+    policy_weights: Optional[Path] = typer.Option(None, help="The policy agents' weights (default: the shipped "
+                                                             "models/weights/policy_cilrs.pt)."),
+    device: str = typer.Option("cpu", help="Where the agents' CNNs run: cpu, cuda or cuda:N."),
     png: bool = typer.Option(True, help="Write a bird's-eye PNG per episode."),
 ) -> None:
     """Agents side by side, closed loop: driving score, route completion, penalty, infractions per km."""
@@ -42,10 +45,15 @@ def eval_drive(
     if unknown:
         _fail(f"unknown agent {unknown[0]!r} (known: {', '.join(AGENT_NAMES)})")
     if perception_weights is not None:
-        if "modular" not in agents:
-            _fail("--perception-weights is for the modular agent (--agent modular)")
+        if not {"modular", "policy+safety"} & set(agents):
+            _fail("--perception-weights is for the agents with perception (--agent modular or policy+safety)")
         if not perception_weights.is_file():
             _fail(f"--perception-weights {perception_weights}: no such file")
+    if policy_weights is not None:
+        if not {"policy", "policy+safety"} & set(agents):
+            _fail("--policy-weights is for the policy agents (--agent policy or policy+safety)")
+        if not policy_weights.is_file():
+            _fail(f"--policy-weights {policy_weights}: no such file")
     if suite is not None and scenario:
         _fail("give --suite or --scenario, not both")
     try:
@@ -82,7 +90,7 @@ def eval_drive(
 
     try:
         report = evaluate(agents, chosen, episodes=episodes, workers=workers, out=out,
-                          builder=NamedAgents(perception_weights, device), png=png,
+                          builder=NamedAgents(perception_weights, device, policy_weights), png=png,
                           command="drivestack " + " ".join(sys.argv[1:]), on_start=on_start, on_result=on_result,
                           on_progress=lambda key, pct: progress.update(bar(key), completed=pct))
     except (EvaluationError, *_user_errors()) as exc:

@@ -5,8 +5,9 @@ It reads only what a real car has from each observation: the stamp, the odometry
 (``obs.ego``), the front camera's RGB image and intrinsics, the LiDAR's x, y, z and
 intensity (not the simulator's semantic tag). Ground truth (actors, lights, labels,
 the ego's lane id) is never touched; a test hands it an observation whose privileged
-fields raise. The perception callables are injected, so this module imports neither
-torch nor Open3D (``drivestack.agents`` builds them).
+fields raise. The perception callables and the learned policy (policy modes) are
+injected, so this module imports neither torch nor Open3D (``drivestack.agents``
+builds them).
 """
 
 from __future__ import annotations
@@ -15,23 +16,28 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from drivestack.schema import LaneBoundary, ObjectDetection, Obstacle, Observation, VehicleControl
-from planning.inputs import CameraDetections, CameraModel, LaneDetections, ObstacleScan, PlannerInputs, PlannerOutput
+from drivestack.schema import EgoState, LaneBoundary, ObjectDetection, Obstacle, Observation, VehicleControl
+from planning.inputs import (CameraDetections, CameraModel, LaneDetections, ObstacleScan, PlannerInputs, PlannerOutput,
+                             PolicyProposal)
 from planning.planner import ModularPlanner
 
 # image (H, W, 3) uint8, stamp -> (detections, lanes in base_link)
 CameraPerceiver = Callable[[np.ndarray, int], tuple[Sequence[ObjectDetection], Sequence[LaneBoundary]]]
 # points (N, 4) x, y, z, intensity in the sensor frame -> obstacles in base_link
 ObstacleDetector = Callable[[np.ndarray], Sequence[Obstacle]]
+# stamp, image (H, W, 3) uint8, odometry -> the learned policy's control
+Proposer = Callable[[int, np.ndarray, EgoState], PolicyProposal]
 
 
 class ModularAgent:
     name = "modular"
 
     def __init__(self, planner: ModularPlanner, *, camera: CameraModel | None = None,
-                 perceive: CameraPerceiver | None = None, detect_obstacles: ObstacleDetector | None = None) -> None:
+                 perceive: CameraPerceiver | None = None, detect_obstacles: ObstacleDetector | None = None,
+                 propose: Proposer | None = None, policy_camera: str = "front") -> None:
         self.planner, self.camera = planner, camera
         self.perceive, self.detect_obstacles = perceive, detect_obstacles
+        self.propose, self.policy_camera = propose, policy_camera
         self.last_output: PlannerOutput | None = None
         self.step_ms: list[float] = []
 
@@ -49,7 +55,12 @@ class ModularAgent:
                 lanes = LaneDetections(stamp, tuple(boundaries))
         if self.detect_obstacles is not None and obs.lidar is not None:
             obstacles = ObstacleScan(obs.lidar.stamp_ns, tuple(self.detect_obstacles(obs.lidar.points[:, :4])))
-        out = self.planner.step(PlannerInputs(stamp, obs.ego, detections, lanes, obstacles))
+        policy = None
+        if self.propose is not None:
+            image = next((c for c in obs.cameras if c.name == self.policy_camera), None)
+            if image is not None and image.rgb is not None:
+                policy = self.propose(stamp, image.rgb, obs.ego)
+        out = self.planner.step(PlannerInputs(stamp, obs.ego, detections, lanes, obstacles, policy))
         self.last_output = out
         self.step_ms.append(out.step_ms)
         return out.control

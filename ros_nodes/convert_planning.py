@@ -1,7 +1,7 @@
 """Planning inputs and outputs <-> messages (rosbags typestore classes, no rclpy).
 
 Inputs: odometry -> :class:`EgoState`; the perception messages -> the planner's
-stamped input types (``planning.inputs``); a policy's ``VehicleControl`` ->
+stamped input types (``planning.inputs``); a policy's ``VehicleControl`` <->
 :class:`PolicyProposal` (NaN passes through: the supervisor must see it). Outputs: the
 planned path (``nav_msgs/Path``), the decision (``drivestack_msgs/PlannerStatus``) and
 debug markers (``visualization_msgs/MarkerArray``: tracks, path, behaviour text).
@@ -68,6 +68,15 @@ def policy_proposal(msg) -> PolicyProposal:
     """A learned policy's ``VehicleControl`` (CARLA's steer sign, positive = right), as
     it came: range and NaN are the safety supervisor's to judge."""
     return PolicyProposal(stamp_ns_of(msg.header.stamp), -float(msg.steer), float(msg.throttle), float(msg.brake))
+
+
+def policy_proposal_msg(proposal: PolicyProposal):
+    """The inverse of :func:`policy_proposal`: unchecked (a ``VehicleControl`` could not
+    hold NaN, and the planner's supervisor must be the one to catch it)."""
+    return msg_class("drivestack_msgs/msg/VehicleControl")(
+        header=header(proposal.stamp_ns, "base_link"), throttle=float(proposal.throttle),
+        steer=-float(proposal.steer), brake=float(proposal.brake), hand_brake=False, reverse=False, gear=0,
+        manual_gear_shift=False)
 
 
 # ---------------------------------------------------------------- outputs

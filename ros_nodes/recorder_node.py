@@ -5,8 +5,9 @@ until a publisher appears), or, when it is empty, every recorded topic of the to
 table for the scenario's sensor suite (the scenario parameters, as the bridge gets
 them), plus with ``record_perception`` the camera perception node's outputs and with
 ``record_obstacles`` the LiDAR obstacles (ros_nodes.topics.perception_topics, where the
-suite has the camera or LiDAR they need) and with ``record_planning`` the mission's and
-planner's outputs (ros_nodes.topics.planning_topics). Messages stay CDR bytes end to
+suite has the camera or LiDAR they need), with ``record_planning`` the mission's and
+planner's outputs (ros_nodes.topics.planning_topics) and with ``record_policy`` the
+policy node's proposals (``/drivestack/policy/control``). Messages stay CDR bytes end to
 end (raw subscriptions). Log time: the stamp at the start of the message (std_msgs/Header
 first, or Clock) read from the bytes, else the node's clock (simulation time with
 use_sim_time). Once subscribed to every topic it says ready (the bridge's start-up
@@ -82,6 +83,7 @@ class Recorder(Node):
         record_perception = bool(self.declare_parameter("record_perception", False).value)
         record_obstacles = bool(self.declare_parameter("record_obstacles", False).value)
         record_planning = bool(self.declare_parameter("record_planning", False).value)
+        record_policy = bool(self.declare_parameter("record_policy", False).value)
         scenario_params = declare_scenario_parameters(self)
         if not out:
             raise ValueError("parameter `out` (the bag path) is required")
@@ -99,6 +101,7 @@ class Recorder(Node):
             table += tuple(t for t in topics.perception_topics(scenario.sensors, 0.05)
                            if (record_obstacles if t.name == topics.OBSTACLES else record_perception))
             table += topics.planning_topics(0.05) if record_planning else ()
+            table += (topics.POLICY_CONTROL_TOPIC,) if record_policy else ()
             metadata = {"scenario": scenario.name, "town": scenario.town, "seed": scenario.seed,
                         "weather": scenario.weather, **metadata}
             if scenario_params["sensors"]:

@@ -60,6 +60,7 @@ class NamedAgents:
 
     perception_weights: Path | None = None
     device: str = "cpu"
+    policy_weights: Path | None = None
 
     def scenario(self, name: str, scenario: Scenario) -> Scenario:
         """The scenario with the sensors the agent drives from."""
@@ -68,7 +69,8 @@ class NamedAgents:
 
     def __call__(self, name: str, scenario: Scenario) -> AgentFactory:
         from drivestack.agents import agent_factory
-        return agent_factory(name, scenario, perception_weights=self.perception_weights, device=self.device)
+        return agent_factory(name, scenario, perception_weights=self.perception_weights, device=self.device,
+                             policy_weights=self.policy_weights)
 
 
 @dataclass(frozen=True)

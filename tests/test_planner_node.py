@@ -85,13 +85,13 @@ def test_drive_launch_runs_the_modular_graph_on_agent_modular():
     expert = nodes()
     assert set(expert) == {"sim_bridge", "agent", "recorder"}
     assert expert["sim_bridge"]["wait_for_nodes"] == ("agent", "recorder") and expert["sim_bridge"]["publish_route"]
-    modular = nodes(agent="modular", mode="policy+safety")
+    modular = nodes(agent="modular")  # the policy modes: tests/test_policy_node.py
     assert set(modular) == {"sim_bridge", "recorder", "perception", "lidar_obstacles", "mission", "planner"}
     bridge = modular["sim_bridge"]
     assert bridge["wait_for_nodes"] == ("planner", "recorder") and bridge["publish_route"] is False
     assert bridge["perception"] is True and bridge["lidar_obstacles"] is True
     assert {n["sensors"] for n in modular.values() if "sensors" in n} == {"drive"}
-    assert modular["planner"]["mode"] == "policy+safety" and modular["recorder"]["record_planning"] is True
+    assert modular["planner"]["mode"] == "modular" and modular["recorder"]["record_planning"] is True
     assert nodes(agent="modular", sensors="full")["planner"]["sensors"] == "full"
 
 
