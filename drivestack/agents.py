@@ -21,6 +21,7 @@ AGENT_NAMES = ("expert", "modular", "policy", "policy+safety")
 MODULAR_SENSOR_SUITE = "drive"  # sim/config/sensors/drive.yaml: front RGB + LiDAR, no labels
 POLICY_SENSOR_SUITE = "front_rgb"  # the policy alone needs only the front camera
 POLICY_CAMERA = "front"
+DEFAULT_LONGITUDINAL = "waypoints"  # planning.policy_proposer: the waypoints' speed, launched by the brake
 
 
 def scenario_for_agent(name: str, scenario):
@@ -41,7 +42,7 @@ def scenario_for_agent(name: str, scenario):
 
 
 def agent_factory(name: str, scenario, *, perception_weights: Path | None = None, device: str = "cpu",
-                  policy_weights: Path | None = None):
+                  policy_weights: Path | None = None, longitudinal: str = DEFAULT_LONGITUDINAL):
     """``(road_map, route, sim) -> agent`` for one episode of ``scenario`` (already
     passed through :func:`scenario_for_agent`). Loads the weights once, here, so a
     missing file fails before any episode starts."""
@@ -53,9 +54,15 @@ def agent_factory(name: str, scenario, *, perception_weights: Path | None = None
             return ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
         return make_expert
     if name == "policy":
-        return _policy_factory(policy_weights, device)
+        return _policy_factory(policy_weights, device, longitudinal)
     return _modular_factory(scenario, perception_weights, device, "modular" if name == "modular" else name,
-                            policy_weights)
+                            policy_weights, longitudinal)
+
+
+def policy_proposer(policy, route, sim, longitudinal: str):
+    from planning.inputs import VehicleModel
+    from planning.policy_proposer import make_proposer
+    return make_proposer(policy, route, VehicleModel.of(sim.vehicle), sim.dt_s, longitudinal)
 
 
 def load_driving_policy(policy_weights: Path | None, device: str = "cpu"):
@@ -63,18 +70,18 @@ def load_driving_policy(policy_weights: Path | None, device: str = "cpu"):
     return DrivingPolicy.from_weights(policy_weights or DEFAULT_POLICY_WEIGHTS, device=device)
 
 
-def _policy_factory(policy_weights: Path | None, device: str):
+def _policy_factory(policy_weights: Path | None, device: str, longitudinal: str):
     from planning.inputs import DriveMode, VehicleModel
     from planning.modular_agent import ModularAgent
     from planning.planner import ModularPlanner
-    from planning.policy_proposer import PolicyProposer
 
     policy = load_driving_policy(policy_weights, device)
 
     def make_policy(road_map, route, sim):
         planner = ModularPlanner(road_map, route, VehicleModel.of(sim.vehicle), sim.dt_s, mode=DriveMode.POLICY,
                                  required_inputs=("policy",))
-        agent = ModularAgent(planner, propose=PolicyProposer(policy, route), policy_camera=POLICY_CAMERA)
+        agent = ModularAgent(planner, propose=policy_proposer(policy, route, sim, longitudinal),
+                             policy_camera=POLICY_CAMERA)
         agent.name = "policy"
         return agent
     return make_policy
@@ -86,14 +93,13 @@ def _check_name(name: str) -> None:
 
 
 def _modular_factory(scenario, perception_weights: Path | None, device: str, mode: str,
-                     policy_weights: Path | None = None):
+                     policy_weights: Path | None = None, longitudinal: str = DEFAULT_LONGITUDINAL):
     from drivestack.frames import CameraMount
     from perception.camera_pipeline import DEFAULT_WEIGHTS, CameraPerception
     from perception.lidar_obstacles import LidarObstacleDetector, SensorMount, config_for_lidar
     from planning.inputs import CameraModel, DriveMode, VehicleModel
     from planning.modular_agent import ModularAgent
     from planning.planner import ModularPlanner
-    from planning.policy_proposer import PolicyProposer
 
     camera_config = next(c for c in scenario.sensors.cameras if c.name == "front")
     mount = CameraMount(camera_config.x_m, camera_config.y_m, camera_config.z_m, camera_config.roll_rad,
@@ -116,7 +122,7 @@ def _modular_factory(scenario, perception_weights: Path | None, device: str, mod
                                  required_inputs=("detections", "obstacles"))
         agent = ModularAgent(planner, camera=camera, perceive=perceive,
                              detect_obstacles=lambda points: detector.detect(points, lidar_mount),
-                             propose=PolicyProposer(policy, route) if policy is not None else None,
+                             propose=policy_proposer(policy, route, sim, longitudinal) if policy is not None else None,
                              policy_camera=POLICY_CAMERA)
         agent.name = mode
         return agent

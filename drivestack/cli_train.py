@@ -300,10 +300,17 @@ def eval_policy(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics there as JSON."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the car runs the policy frame by frame)."),
     stride: int = typer.Option(5, min=1, help="Keep every n-th frame of each bag."),
+    ship: Optional[Path] = typer.Option(None, help="Also export the weights there with a manifest holding these "
+                                                   "metrics (e.g. models/weights/policy_cilrs.pt)."),
+    closed_loop: Optional[Path] = typer.Option(None, help="With --ship: an eval_drive.json (drivestack eval drive) "
+                                                          "whose closed-loop scores go into the manifest too."),
 ) -> None:
     """Replay bags through the driving policy, frame by frame, and compare its steer, throttle
     and brake with the expert's recorded labels: mean absolute errors, overall and per
     route command."""
+    if closed_loop is not None and ship is None:
+        _fail("--closed-loop is for --ship (it goes into the shipped manifest)")
+    closed_loop_scores = _closed_loop_scores(closed_loop) if closed_loop is not None else None
     from models.driving_policy import DrivingPolicy
     from models.engine import resolve_device
     from models.policy_data import PolicyDataset
@@ -323,6 +330,27 @@ def eval_policy(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2))
         Console().print(f"metrics: {json_out}")
+    if ship is not None:
+        from drivestack.provenance import git_commit
+        from models.weights import export_weights
+        manifest = {"command": "drivestack " + " ".join(sys.argv[1:]), "data": _collection_summary(data),
+                    "held_out_offline_metrics": metrics, "commit": git_commit()}
+        if closed_loop_scores is not None:
+            manifest["closed_loop"] = closed_loop_scores
+        shipped = export_weights(weights, ship, manifest)
+        Console().print(f"shipped {ship} ({shipped['bytes'] / 2**20:.1f} MiB, sha256 {shipped['sha256'][:16]}...)")
+
+
+def _closed_loop_scores(path: Path) -> dict:
+    """Each agent's global score and route ends from an `eval drive` report."""
+    try:
+        report = json.loads(path.read_text())
+        agents = {name: {"global": payload["global"],
+                         "route_ends": [r["status"] for r in payload["routes"]]}
+                  for name, payload in report["agents"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _fail(f"--closed-loop {path}: not an eval_drive.json report ({exc})")
+    return {"command": report.get("command", ""), "scenarios": report.get("scenarios", []), "agents": agents}
 
 
 def _policy_table(metrics: dict) -> Table:

@@ -30,6 +30,7 @@ import numpy as np
 from rclpy.node import Node
 
 from drivestack.schema import EgoState
+from planning.inputs import VehicleModel
 from ros_nodes import topics
 from ros_nodes.convert_planning import ego_state_of, policy_proposal_msg
 from ros_nodes.convert_sensors import MessageError, rgb_array, stamp_ns_of
@@ -66,6 +67,11 @@ class PolicyNode(Node):
         # nodes (as the perception node, whose measurements showed torch's pool spinning).
         import torch
         torch.set_num_threads(max(1, int(self.declare_parameter("threads", 1).value)))
+        # Throttle and brake as the in-process agent makes them (planning.policy_proposer).
+        self.longitudinal = str(self.declare_parameter("longitudinal", "waypoints").value)
+        self.dt_s = float(self.declare_parameter("dt_s", 0.05).value)
+        from sim.vehicle_dynamics import VehicleParams
+        self.vehicle = VehicleModel.of(VehicleParams.load())
         scenario = scenario_from_params(declare_scenario_parameters(self))
         self.policy = load_driving_policy(Path(weights) if weights else None, resolve_device(device))
         (width, height), wanted = camera_size(scenario, self.camera), self.policy.image_size
@@ -112,10 +118,10 @@ class PolicyNode(Node):
     # -- inputs --------------------------------------------------------------------------
 
     def _on_route(self, msg) -> None:
-        from planning.policy_proposer import PolicyProposer
+        from planning.policy_proposer import make_proposer
         self.last_stamp = -1  # a new route is a new episode: its clock may start again
         try:
-            self.proposer = PolicyProposer(self.policy, route_of(msg))
+            self.proposer = make_proposer(self.policy, route_of(msg), self.vehicle, self.dt_s, self.longitudinal)
         except Exception as exc:  # MessageError, or a route RouteProgress cannot follow (< 2 waypoints)
             self.proposer = None
             self._refuse(None, "route unusable", str(exc))

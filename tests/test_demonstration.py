@@ -154,3 +154,30 @@ def test_policy_proposer_passes_image_speed_and_command_and_keeps_nan():
     assert seen == [((160, 320, 3), obs.ego.speed_mps, proposer.command)]
     assert proposer.command == RouteProgress(route).command_ahead(0.0)
     assert proposal.stamp_ns == obs.stamp_ns and np.isnan(proposal.steer) and proposal.throttle == 0.5
+
+
+def _speed_control():
+    from planning.inputs import VehicleModel
+    from planning.policy_proposer import WaypointSpeedControl
+    from sim.vehicle_dynamics import VehicleParams
+    return WaypointSpeedControl(VehicleModel.of(VehicleParams.load()), DT_S, waypoint_dt_s=0.5)
+
+
+def test_waypoint_speed_control_tracks_the_waypoints_and_launches_when_the_policy_does_not_brake():
+    from planning.policy_proposer import LAUNCH_SPEED_MPS, STAND_BELOW_MPS
+    control = _speed_control()
+    ahead = np.array([[4.0, 0.0], [8.0, 0.0], [12.0, 0.0], [16.0, 0.0]])  # 8 m/s
+    throttle, brake = control(ahead, 5.0, brake=0.0)
+    assert control.target_speed_mps == pytest.approx(8.0) and throttle > 0.0 and brake == 0.0
+    throttle, brake = control(ahead, 10.0, brake=0.0)
+    assert throttle == 0.0  # above the target: never accelerates
+    # Standing: waypoints near zero and the branch brakes -> stand; it stops braking -> launch.
+    still = np.full((4, 2), 0.5 * STAND_BELOW_MPS * 0.5)
+    throttle, brake = _speed_control()(still, 0.0, brake=0.9)
+    assert throttle == 0.0 and brake > 0.0
+    control = _speed_control()
+    throttle, brake = control(still, 0.0, brake=0.1)
+    assert control.target_speed_mps == LAUNCH_SPEED_MPS and throttle > 0.0 and brake == 0.0
+    # NaN anywhere stays NaN, for the supervisor to catch and count.
+    assert all(np.isnan(v) for v in control(np.full((4, 2), np.nan), 3.0, brake=0.0))
+    assert all(np.isnan(v) for v in control(ahead, 3.0, brake=float("nan")))

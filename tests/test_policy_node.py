@@ -3,7 +3,7 @@
 The test publishes map, route and the frames (front RGB image, odometry, perception
 outputs) with rclpy, as the bridge, mission and perception nodes would; a policy node
 with untrained weights proposes, a planner in ``policy+safety`` mode arbitrates. The
-weights make the throttle NaN (steer and brake stay finite): the node must pass NaN on
+weights make the steer NaN (throttle and brake stay finite): the node must pass NaN on
 as the net said it and the planner's supervisor must catch and count it. A frame the
 node cannot use gets no proposal and one error log per kind; the planner then stops for
 the missing policy. The closed-loop episode through ``drivestack drive --ros --mode
@@ -41,24 +41,24 @@ IMAGE_TOPIC = topics.camera_image_topic("front", "rgb")
 ERROR_LEVEL = 40  # rcl_interfaces/msg/Log ERROR
 
 
-def write_policy(path, *, nan_throttle: bool = False):
+def write_policy(path, *, nan_steer: bool = False):
     """Untrained policy weights in the training checkpoint format (the plumbing, not the
-    driving, is tested); ``nan_throttle``: every command branch's throttle output NaN."""
+    driving, is tested); ``nan_steer``: every command branch's steer output NaN."""
     from models.engine import save_checkpoint
     from models.policy_net import POLICY_TASK, build_policy
     torch.manual_seed(0)
     net = build_policy()
-    if nan_throttle:
+    if nan_steer:
         with torch.no_grad():
             for branch in net.branches:
-                branch[-1].bias[1] = math.nan  # [steer, throttle, brake]
+                branch[-1].bias[0] = math.nan  # [steer, throttle, brake]
     save_checkpoint(path, {"task": POLICY_TASK, "model_config": net.config(), "model": net.state_dict()})
     return path
 
 
 @pytest.fixture(scope="module")
 def nan_policy(tmp_path_factory):
-    return write_policy(tmp_path_factory.mktemp("policy") / "nan_throttle.pt", nan_throttle=True)
+    return write_policy(tmp_path_factory.mktemp("policy") / "nan_steer.pt", nan_steer=True)
 
 
 class PolicyGraph:
@@ -98,7 +98,7 @@ class PolicyGraph:
 
 @pytest.fixture(scope="class")
 def graph(nan_policy):
-    """A policy node (NaN-throttle weights) and a planner in policy+safety mode, fed by
+    """A policy node (NaN-steer weights) and a planner in policy+safety mode, fed by
     the harness with the simulator's map and route (no mission node needed)."""
     scenario = resolve_scenario(str(SCENARIO), sensors="drive")
     sim = BuiltinSimulator()
@@ -141,7 +141,9 @@ class TestPolicyNode:
 
     def test_one_proposal_per_frame_stamped_with_it(self, graph, nan_policy):
         from drivestack.agents import load_driving_policy
-        from planning.policy_proposer import PolicyProposer
+        from planning.inputs import VehicleModel
+        from planning.policy_proposer import make_proposer
+        from sim.vehicle_dynamics import VehicleParams
         harness = graph.harness
         stamps = [k * DT_NS for k in range(4)]
         for k, stamp in enumerate(stamps):
@@ -154,12 +156,13 @@ class TestPolicyNode:
             harness.answer(stamp, timeout_s=60.0)  # the planner's, which waits for the proposal
         harness.spin_until(lambda: len(graph.proposals) >= len(stamps), 10.0, "proposals")
         # The same frames through the in-process proposer: what the node says, float32 on the wire.
-        proposer = PolicyProposer(load_driving_policy(nan_policy), graph.route)
+        proposer = make_proposer(load_driving_policy(nan_policy), graph.route, VehicleModel.of(VehicleParams.load()),
+                                 DT_NS * 1e-9)
         for stamp in stamps:
             [msg] = graph.proposals_at(stamp)
             got, expected = policy_proposal(msg), proposer(stamp, graph.image, graph.obs.ego)
-            assert math.isnan(got.throttle) and math.isnan(expected.throttle)  # passed on, not clamped
-            assert got.steer == pytest.approx(expected.steer, abs=1e-5) and math.isfinite(got.steer)
+            assert math.isnan(got.steer) and math.isnan(expected.steer)  # passed on, not clamped
+            assert got.throttle == pytest.approx(expected.throttle, abs=1e-5) and math.isfinite(got.throttle)
             assert got.brake == pytest.approx(expected.brake, abs=1e-5)
 
     def test_nan_proposal_is_caught_by_the_planner(self, graph):
