@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python -m models.bench
 	$(BIN)/python -m perception.bench
 	$(BIN)/python -m planning.bench
+	$(BIN)/python -m models.bench_policy
 
 towns: $(STAMP)
 	$(BIN)/python -m sim.towns.generate_towns

@@ -14,9 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def eval_drive(
-    agent: Optional[list[str]] = typer.Option(None, "--agent", help="Who drives: expert, modular, policy, policy+safety "
-                                                                    "(repeat the option to compare; default: all of "
-                                                                    "them)."),
+    agent: Optional[list[str]] = typer.Option(None, "--agent", help="Who drives: expert, modular, policy, "
+                                                                    "policy+safety (repeat the option to compare; "
+                                                                    "default: all of them)."),
     suite: Optional[str] = typer.Option(None, help="benchmark (default: training towns and the held-out town), "
                                                    "train, holdout, or one scenario name."),
     scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="Scenario name or YAML file instead of a "
