@@ -5,8 +5,9 @@ it drives beside the expert.
    ``--steps`` steps of a scenario in-process with the real camera net and LiDAR detector;
    per step the planner (tracking, behaviour, control, supervisor) is timed apart from
    the perception it consumes. Goal: planner <= 5 ms.
-2. Driving score: ``drivestack eval drive`` with the expert and the modular agent on a
-   suite (default: the held-out town), side by side in one run.
+2. Driving score: ``drivestack eval drive`` with the expert, the modular agent and the
+   learned policy alone and under the supervisor (``--agents``) on a suite (default:
+   the held-out town), side by side in one run.
 
 Benchmark entry points may import the simulator (docs/architecture.md, section 5).
 """
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--scenario", default="default")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--suite", default="holdout", help="suite for the driving score ('' to skip)")
+    parser.add_argument("--agents", nargs="+", default=["expert", "modular", "policy", "policy+safety"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out/bench/planning"))
     args = parser.parse_args()
@@ -75,8 +77,8 @@ def main() -> None:
         from sim.evaluation import agents_table, evaluate, scenarios_table
         from sim.scenario import suite
         started = time.perf_counter()
-        result = evaluate(["expert", "modular"], suite(args.suite), episodes=1, workers=args.workers,
-                          out=args.out / "eval", command=f"python -m planning.bench --suite {args.suite}")
+        result = evaluate(args.agents, suite(args.suite), episodes=1, workers=args.workers, out=args.out / "eval",
+                          command=f"python -m planning.bench --suite {args.suite} --agents {' '.join(args.agents)}")
         report["eval_wall_s"] = time.perf_counter() - started
         report["eval"] = {agent: data["global"] for agent, data in result["agents"].items()}
         console = Console(width=160)

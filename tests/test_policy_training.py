@@ -96,6 +96,26 @@ def test_eval_reports_errors_per_command_on_the_held_out_bags(collection, traine
     assert result.exit_code == 2 and "no weights at" in result.output
 
 
+def test_ship_writes_weights_with_offline_and_closed_loop_metrics(collection, trained, tmp_path):
+    from sim.evaluation import evaluate
+    from sim.scenario import load_scenario
+    scenario = load_scenario("tests/data/scenarios/eval_short.yaml")
+    evaluate(["expert"], [scenario], episodes=1, workers=1, out=tmp_path / "drive", png=False)
+    shipped = tmp_path / "weights" / "policy.pt"
+    result = drivestack("eval", "policy", "--weights", trained / "best.pt", "--data", collection, "--stride", "6",
+                        "--ship", shipped, "--closed-loop", tmp_path / "drive" / "eval_drive.json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(shipped.with_suffix(".json").read_text())
+    assert manifest["task"] == "policy" and len(manifest["sha256"]) == 64 and manifest["commit"]
+    assert manifest["held_out_offline_metrics"]["frames"] > 0 and "steer_mae" in manifest["held_out_offline_metrics"]
+    assert manifest["closed_loop"]["agents"]["expert"]["global"]["driving_score"] >= 0.0
+    assert manifest["training_args"]["extra"]["data"] and manifest["command"].startswith("drivestack ")
+    assert load_weights(shipped, "policy")[2]["sha256"] == manifest["sha256"]  # the loader checks it
+    bad = drivestack("eval", "policy", "--weights", trained / "best.pt", "--data", collection,
+                     "--closed-loop", tmp_path / "drive" / "eval_drive.json")
+    assert bad.exit_code == 2 and "--closed-loop is for --ship" in bad.output
+
+
 def test_train_refuses_bad_data_and_options_with_a_clear_message(collection, tmp_path):
     rewrite_bag(collection / "train" / "bc_seed5", tmp_path / "data" / "train" / "a", drop=(topics.ROUTE,),
                 until_s=3.0)
