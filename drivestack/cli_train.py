@@ -304,13 +304,23 @@ def eval_policy(
                                                    "metrics (e.g. models/weights/policy_cilrs.pt)."),
     closed_loop: Optional[Path] = typer.Option(None, help="With --ship: an eval_drive.json (drivestack eval drive) "
                                                           "whose closed-loop scores go into the manifest too."),
+    dagger_report: Optional[Path] = typer.Option(None, "--dagger", help="With --ship: the dagger.json of the DAgger "
+                                                                        "run that made the weights (its command, "
+                                                                        "data and curve go into the manifest)."),
 ) -> None:
     """Replay bags through the driving policy, frame by frame, and compare its steer, throttle
     and brake with the expert's recorded labels: mean absolute errors, overall and per
     route command."""
-    if closed_loop is not None and ship is None:
-        _fail("--closed-loop is for --ship (it goes into the shipped manifest)")
+    if (closed_loop is not None or dagger_report is not None) and ship is None:
+        _fail("--closed-loop and --dagger are for --ship (they go into the shipped manifest)")
     closed_loop_scores = _closed_loop_scores(closed_loop) if closed_loop is not None else None
+    dagger = None
+    if dagger_report is not None:
+        try:
+            dagger = json.loads(dagger_report.read_text())
+            dagger["iterations"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _fail(f"--dagger {dagger_report}: not a dagger.json report ({exc})")
     from models.driving_policy import DrivingPolicy
     from models.engine import resolve_device
     from models.policy_data import PolicyDataset
@@ -337,6 +347,8 @@ def eval_policy(
                     "held_out_offline_metrics": metrics, "commit": git_commit()}
         if closed_loop_scores is not None:
             manifest["closed_loop"] = closed_loop_scores
+        if dagger is not None:
+            manifest["dagger"] = dagger
         shipped = export_weights(weights, ship, manifest)
         Console().print(f"shipped {ship} ({shipped['bytes'] / 2**20:.1f} MiB, sha256 {shipped['sha256'][:16]}...)")
 

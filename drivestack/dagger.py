@@ -6,7 +6,9 @@ labels every frame (``ros_nodes.collect.Driver``); the new bags join the aggrega
 (the initial demonstrations and every earlier iteration's bags); the policy is trained
 further on the aggregate, starting from the current weights; then the new policy is
 scored closed loop on an evaluation suite (the held-out town by default), so the DS
-per iteration is the policy's own, not the mixture's.
+per iteration is the policy's own, not the mixture's. (The validation figures are not
+comparable across iterations: each iteration's validation episodes join the set, and
+they hold the states the policy got itself into.)
 
 Everything lands in ``OUT``: ``iter_<i>/`` (the bags and ``collection.json``),
 ``iter_<i>/train/`` (checkpoints, history, TensorBoard), ``iter_<i>/eval/`` and
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from models.engine import TrainArgs, TrainingError
-from ros_nodes.collect import Driver, collect
+from ros_nodes.collect import Driver, bag_name, collect, load_manifest
 
 REPORT = "dagger.json"
 DAGGER_SEED = 50_000  # new episodes' seeds start here, away from collections' default 0..
@@ -89,22 +91,27 @@ def run_dagger(config: DaggerConfig, log: Log = print) -> dict:
             scenarios = collection_scenarios("train", config.episodes, suite, first_seed)
         collected = collect(scenarios, folder, workers=config.workers, command=config.command,
                             driver=Driver(policy_weights=str(weights), beta=beta_i))
-        records = collected.done + collected.failed
         if collected.interrupted:
             raise KeyboardInterrupt
+        # From the manifest: a resumed run finds its episodes recorded, not driven now.
+        manifest = load_manifest(folder)
+        records = [manifest[bag_name(s)] for s in scenarios if bag_name(s) in manifest]
+        driven = [r for r in records if not r.error]
         aggregate.append(folder)
         train_out = folder / "train"
         if not _finished(train_out, config.train.epochs):
             log(f"iteration {i}: training on {len(aggregate)} collections from {weights}")
             task = PolicyTask(aggregate, init_weights=weights, **config.task_options)
             from models.engine import train
-            train(task, replace(config.train, out=train_out, resume=None))
+            extra = {"data": [str(d) for d in aggregate], "init_weights": str(weights), "dagger_iteration": i,
+                     "command": config.command, **config.task_options}
+            train(task, replace(config.train, out=train_out, resume=None, extra=extra))
         weights = _best(train_out)
         row = {"iteration": i, "beta": beta_i, "weights": str(weights),
-               "collected": {"episodes": len(records), "failed": len(collected.failed),
+               "collected": {"episodes": len(records), "failed": len(records) - len(driven),
                              "frames": sum(r.frames for r in records),
-                             "driving_score_mean": _mean([r.driving_score for r in collected.done]),
-                             "route_completion_pct_mean": _mean([r.route_completion_pct for r in collected.done])},
+                             "driving_score_mean": _mean([r.driving_score for r in driven]),
+                             "route_completion_pct_mean": _mean([r.route_completion_pct for r in driven])},
                "validation": _last_validation(train_out)}
         if config.eval_suite:
             row["eval"] = _evaluate(config, weights, folder / "eval", log)

@@ -70,6 +70,8 @@ def test_dagger_drives_labels_aggregates_and_retrains(first_policy, tmp_path):
     assert row["iteration"] == 1 and row["beta"] == 0.5 and "eval" not in row
     assert row["collected"]["episodes"] == 1 and row["collected"]["frames"] > 0
     assert row["weights"].endswith("iter_1/train/best.pt") and row["validation"]["frames"] > 0
+    extra = torch.load(row["weights"], weights_only=False)["args"]["extra"]
+    assert extra["dagger_iteration"] == 1 and extra["init_weights"] == str(weights) and len(extra["data"]) == 2
     # The policy drove half the steps; every frame carries the expert's label.
     manifest = json.loads((out / "iter_1" / "collection.json").read_text())
     (episode,) = manifest["episodes"]

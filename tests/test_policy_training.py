@@ -113,7 +113,7 @@ def test_ship_writes_weights_with_offline_and_closed_loop_metrics(collection, tr
     assert load_weights(shipped, "policy")[2]["sha256"] == manifest["sha256"]  # the loader checks it
     bad = drivestack("eval", "policy", "--weights", trained / "best.pt", "--data", collection,
                      "--closed-loop", tmp_path / "drive" / "eval_drive.json")
-    assert bad.exit_code == 2 and "--closed-loop is for --ship" in bad.output
+    assert bad.exit_code == 2 and "--closed-loop and --dagger are for --ship" in bad.output
 
 
 def test_train_refuses_bad_data_and_options_with_a_clear_message(collection, tmp_path):
