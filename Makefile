@@ -11,7 +11,8 @@ MSGS_SRC := ros_nodes/drivestack_msgs/msg $(wildcard ros_nodes/drivestack_msgs/m
             ros_nodes/drivestack_msgs/CMakeLists.txt ros_nodes/drivestack_msgs/package.xml \
             ros_nodes/build_msgs.py
 OUT    ?= out/run
-PYTEST_ARGS ?= -n 2
+# loadscope: a test class (one ROS 2 graph fed in order by its tests) stays on one worker.
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 .PHONY: run test bench towns setup clean
 

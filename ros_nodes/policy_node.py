@@ -3,9 +3,10 @@
 Inputs, all from sensors, never ground truth: the front camera's RGB image, the
 odometry (speed, and the position that picks the route command) and the route
 (latched). For each camera frame, once the odometry of the same stamp is in, it runs
-``planning.policy_proposer.PolicyProposer`` (the route command exactly as the
-behaviour-cloning dataset computes it, then ``models.driving_policy.DrivingPolicy``)
-and publishes the proposed control on ``/drivestack/policy/control``, stamped with the
+``planning.policy_proposer.make_proposer``'s proposer (the route command exactly as
+the behaviour-cloning dataset computes it, then ``models.driving_policy.DrivingPolicy``,
+throttle and brake from the waypoints' speed as the in-process agent has them) and
+publishes the proposed control on ``/drivestack/policy/control``, stamped with the
 frame; the planner arbitrates it (``mode:=policy`` or ``policy+safety``).
 
 The proposal goes out as the net said it, NaN included: judging it is the planner's

@@ -113,11 +113,11 @@ def test_cli_prints_agents_side_by_side_and_writes_the_report(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--suite", "everything"], "unknown suite 'everything'"),
-    (["--agent", "pilot"], "unknown agent 'pilot' (known: expert, modular)"),
+    (["--agent", "pilot"], "unknown agent 'pilot' (known: expert, modular, policy, policy+safety)"),
     (["--agent", "modular", "--perception-weights", "{missing}"], "missing.pt: no such file"),
     (["--agent", "modular", "--perception-weights", "{garbage}", "--scenario", "{short}"],
      "agent 'modular' cannot be built"),
-    (["--agent", "expert", "--perception-weights", "{garbage}"], "--perception-weights is for the modular agent"),
+    (["--agent", "expert", "--perception-weights", "{garbage}"], "--perception-weights is for the agents with perception"),
     (["--suite", "holdout", "--scenario", "default"], "give --suite or --scenario, not both"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):

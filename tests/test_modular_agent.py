@@ -92,7 +92,7 @@ def test_cli_drives_the_modular_agent_in_process(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode", "policy"], "need a driving policy"),
+    (["--mode", "policy", "--policy-weights", "missing.pt"], "no policy weights at missing.pt"),
     (["--perception-weights", "missing.pt"], "no perception weights at missing.pt"),
 ])
 def test_cli_modular_agent_user_errors(tmp_path, args, message):

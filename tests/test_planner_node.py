@@ -173,15 +173,21 @@ class Harness:
         rclpy.try_shutdown(context=self.context)
 
 
+def first_frame():
+    """The test scenario's first observation, its route and the town's OpenDRIVE text."""
+    sim = BuiltinSimulator()
+    try:
+        obs = sim.reset(resolve_scenario(str(SCENARIO), sensors="drive"))
+        return obs, sim.route, sim.road_map.xodr_text
+    finally:
+        sim.close()
+
+
 @pytest.fixture(scope="class")
 def graph():
     """The harness, a mission and a planner node, and the simulator's first observation
     (class-scoped: gone before the closed-loop test starts a graph of its own)."""
-    scenario = resolve_scenario(str(SCENARIO), sensors="drive")
-    sim = BuiltinSimulator()
-    obs = sim.reset(scenario)
-    route, xodr = sim.route, sim.road_map.xodr_text
-    sim.close()
+    obs, route, xodr = first_frame()
     harness = Harness()
     mission = _node_process("mission_node", "mission", *SCENARIO_PARAMS)
     planner = _node_process("planner_node", "planner", *SCENARIO_PARAMS, f"input_wait_s:={INPUT_WAIT_S}",

@@ -28,10 +28,9 @@ from ros_nodes.convert_sensors import image_msg, msg_class, stamp_ns_of
 from ros_nodes.convert_world import route_msg, vehicle_control
 from ros_nodes.graph import decode, qos_profile, rclpy_class
 from ros_nodes.topics import Qos, Topic
-from sim.builtin import BuiltinSimulator
-from sim.scenario import resolve_scenario
 from sim.sensors.suite import load_suite
-from test_planner_node import ROOT, SCENARIO, SCENARIO_PARAMS, Harness, _node_process, _publish_frame, _stop
+from test_planner_node import (ROOT, SCENARIO, SCENARIO_PARAMS, Harness, _node_process, _publish_frame, _stop,
+                               first_frame)
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
 
@@ -100,11 +99,7 @@ class PolicyGraph:
 def graph(nan_policy):
     """A policy node (NaN-steer weights) and a planner in policy+safety mode, fed by
     the harness with the simulator's map and route (no mission node needed)."""
-    scenario = resolve_scenario(str(SCENARIO), sensors="drive")
-    sim = BuiltinSimulator()
-    obs = sim.reset(scenario)
-    route, xodr = sim.route, sim.road_map.xodr_text
-    sim.close()
+    obs, route, xodr = first_frame()
     harness = Harness()
     processes = {
         "policy": _node_process("policy_node", "policy", *SCENARIO_PARAMS, f"weights:={nan_policy}"),
