@@ -8,6 +8,8 @@
   catches NaN (``DriveMode.POLICY``).
 - ``policy+safety``: the policy, with the modular stack's perception, tracking and
   safety supervisor able to override it (``DriveMode.POLICY_SAFETY``).
+- ``autopilot``: on a CARLA server, CARLA's Traffic Manager drives the ego along the
+  route (data collection the CARLA way); the agent reports the control it applied.
 
 Heavy imports (torch, Open3D) happen inside the factories, so the CLI stays quick.
 """
@@ -17,7 +19,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-AGENT_NAMES = ("expert", "modular", "policy", "policy+safety")
+AGENT_NAMES = ("expert", "modular", "policy", "policy+safety", "autopilot")
+BUILTIN_AGENT_NAMES = AGENT_NAMES[:-1]  # the autopilot is CARLA's Traffic Manager
 MODULAR_SENSOR_SUITE = "drive"  # sim/config/sensors/drive.yaml: front RGB + LiDAR, no labels
 POLICY_SENSOR_SUITE = "front_rgb"  # the policy alone needs only the front camera
 POLICY_CAMERA = "front"
@@ -29,7 +32,7 @@ def scenario_for_agent(name: str, scenario):
     front RGB camera and a LiDAR, and get the ``drive`` suite unless they have both;
     the policy alone gets ``front_rgb`` unless it has the camera."""
     _check_name(name)
-    if name == "expert":
+    if name in ("expert", "autopilot"):
         return scenario
     sensors = scenario.sensors
     has_camera = any(c.name == POLICY_CAMERA and "rgb" in c.kinds for c in sensors.cameras)
@@ -53,10 +56,35 @@ def agent_factory(name: str, scenario, *, perception_weights: Path | None = None
         def make_expert(road_map, route, sim):
             return ExpertDriver(road_map, route, sim.vehicle, sim.dt_s)
         return make_expert
+    if name == "autopilot":
+        return _make_autopilot
     if name == "policy":
         return _policy_factory(policy_weights, device, longitudinal)
     return _modular_factory(scenario, perception_weights, device, "modular" if name == "modular" else name,
                             policy_weights, longitudinal)
+
+
+class TrafficManagerAutopilot:
+    """CARLA's autopilot on the ego. ``run_step`` answers each observation with the
+    control the Traffic Manager applied in the tick that produced it, as CARLA's own
+    data collectors record ``vehicle.get_control()`` beside the frame's sensor data; the
+    simulator ignores it when stepping."""
+
+    name = "autopilot"
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+
+    def run_step(self, obs):
+        return self.sim.applied_control
+
+
+def _make_autopilot(road_map, route, sim):
+    if not hasattr(sim, "engage_autopilot"):
+        raise ValueError("the autopilot agent is CARLA's Traffic Manager: it needs a CARLA server (--sim carla); "
+                         "on the built-in simulator the expert is the autopilot")
+    sim.engage_autopilot()
+    return TrafficManagerAutopilot(sim)
 
 
 def policy_proposer(policy, route, sim, longitudinal: str):

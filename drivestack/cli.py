@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -28,6 +28,7 @@ LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 class AgentName(str, Enum):
     expert = "expert"
     modular = "modular"
+    autopilot = "autopilot"
 
 
 class ModeName(str, Enum):
@@ -42,6 +43,11 @@ class RouteKind(str, Enum):
     random = "random"
 
 
+class SimName(str, Enum):
+    builtin = "builtin"
+    carla = "carla"
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     from drivestack.config import ConfigError
     from sim.road_map import MapError
@@ -50,7 +56,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sim.video import VideoError
     from models.weights import WeightsError
     from ros_nodes.bag.errors import BagError
-    return BagError, ConfigError, MapError, NoRouteError, ScenarioError, VideoError, WeightsError
+    from sim.carla_backend.errors import CarlaError
+    return BagError, CarlaError, ConfigError, MapError, NoRouteError, ScenarioError, VideoError, WeightsError
 
 
 def _fail(message: str) -> None:
@@ -112,8 +119,9 @@ def drive(
     town: Optional[str] = typer.Option(None, help="Town name or path to any .xodr file (with --route random)."),
     route: Optional[RouteKind] = typer.Option(None, help="'random': a seeded random feasible route on --town."),
     route_length_m: float = typer.Option(500.0, min=20.0, help="Length of a random route in metres."),
-    agent: AgentName = typer.Option(AgentName.expert, help="Who drives: the privileged expert, or the modular "
-                                                           "agent (perception + planner, from sensors only)."),
+    agent: AgentName = typer.Option(AgentName.expert, help="Who drives: the privileged expert, the modular agent "
+                                                           "(perception + planner, from sensors only), or with "
+                                                           "--sim carla CARLA's Traffic Manager (autopilot)."),
     mode: Optional[ModeName] = typer.Option(None, help="With --agent modular: the modular planner drives "
                                                        "(default), the learned policy, or the policy with the "
                                                        "safety supervisor."),
@@ -151,10 +159,22 @@ def drive(
     policy_weights: Optional[Path] = typer.Option(None, help="The driving policy's weights for --mode policy or "
                                                              "policy+safety (default: the shipped "
                                                              "models/weights/policy_cilrs.pt)."),
+    sim_name: SimName = typer.Option(SimName.builtin, "--sim", help="The simulator: the built-in one, or a CARLA "
+                                                                    "0.9.15/0.9.16 server at --host/--port."),
+    host: str = typer.Option("127.0.0.1", help="--sim carla: the CARLA server's host."),
+    port: int = typer.Option(2000, min=1, max=65535, help="--sim carla: the CARLA server's RPC port."),
+    tm_port: int = typer.Option(8000, min=1, max=65535, help="--sim carla: the Traffic Manager's port."),
+    carla_timeout_s: float = typer.Option(10.0, min=0.1, help="--sim carla: seconds to wait for the server per "
+                                                              "call and for each sensor per tick."),
 ) -> None:
-    """Drive closed-loop episodes on the built-in simulator and score them (CARLA Leaderboard 2.0 rules)."""
+    """Drive closed-loop episodes on the built-in simulator or a CARLA server and score them (CARLA
+    Leaderboard 2.0 rules)."""
+    carla = CarlaArgs(sim_name.value, host, port, tm_port, carla_timeout_s)
     if ros and record is not None:
         _fail("with --ros the bag is always recorded, to OUT/bag; --record is for in-process runs")
+    if agent == AgentName.autopilot and (sim_name != SimName.carla or ros):
+        _fail("--agent autopilot is CARLA's Traffic Manager driving the ego: use it with --sim carla, in-process "
+              "(on the built-in simulator, and in the ROS 2 graph's autopilot:=true, the expert is the autopilot)")
     if mode is not None and agent != AgentName.modular:
         _fail("--mode is for --agent modular")
     if policy_weights is not None and mode in (None, ModeName.modular):
@@ -164,7 +184,7 @@ def drive(
     if ros:
         _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians, out, weather, sensors, video,
                    as_json, foxglove, perception, perception_weights, lidar_obstacles, agent,
-                   mode or ModeName.modular, policy_weights)
+                   mode or ModeName.modular, policy_weights, carla)
         return
     if foxglove:
         _fail("--foxglove needs --ros (the live view is a node of the ROS 2 graph)")
@@ -183,8 +203,8 @@ def drive(
     if agent_name.startswith("policy"):
         _require_policy_weights(policy_weights)
     from drivestack.agents import agent_factory, scenario_for_agent
+    from sim.backends import make_simulator
     from sim.birdseye import save_birdseye
-    from sim.builtin import BuiltinSimulator
     from sim.driving_score import format_results_table, global_score, results_to_json
     from sim.episode import run_episode
 
@@ -204,7 +224,13 @@ def drive(
         taken = [str(b) for b in bags if b.exists()]
         if taken:
             _fail(f"{', '.join(taken)} exists: bags are never overwritten")
-        sim = BuiltinSimulator()
+        sim = make_simulator(carla.sim, host=carla.host, port=carla.port, traffic_manager_port=carla.tm_port,
+                             timeout_s=carla.timeout_s)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    # The simulator is closed however the loop ends: a CARLA server gets its actors
+    # destroyed and its settings back on errors and Ctrl-C too.
+    try:
         results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rc]}"), TimeElapsedColumn(),
@@ -229,9 +255,10 @@ def drive(
                 if png:
                     save_birdseye(out / f"{sc.name}_seed{sc.seed}.png", run.road_map, run.route, run.trajectory,
                                   run.result)
-        sim.close()
     except _user_errors() as exc:
         _fail(str(exc))
+    finally:
+        sim.close()
     summary = global_score(results)
     payload = results_to_json(results, summary)
     (out / "results.json").write_text(json.dumps(payload, indent=2))
@@ -240,6 +267,21 @@ def drive(
     else:
         console.print(format_results_table(results, summary))
         console.print(f"results: {out / 'results.json'}" + (f", bird's-eye PNGs in {out}/" if png else ""))
+
+
+@dataclass(frozen=True)
+class CarlaArgs:
+    """``--sim`` and the CARLA server's address, for in-process runs and the launch file."""
+
+    sim: str = "builtin"
+    host: str = "127.0.0.1"
+    port: int = 2000
+    tm_port: int = 8000
+    timeout_s: float = 10.0
+
+    def launch_arguments(self) -> dict[str, str]:
+        return {"sim": self.sim, "carla_host": self.host, "carla_port": str(self.port),
+                "carla_tm_port": str(self.tm_port), "carla_timeout_s": str(self.timeout_s)}
 
 
 def _require_policy_weights(policy_weights: Optional[Path]) -> None:
@@ -262,7 +304,7 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
                video, as_json: bool, foxglove: bool = False, perception: bool = False,
                perception_weights: Optional[Path] = None, lidar_obstacles: bool = False,
                agent: AgentName = AgentName.expert, mode: ModeName = ModeName.modular,
-               policy_weights: Optional[Path] = None) -> None:
+               policy_weights: Optional[Path] = None, carla: Optional[CarlaArgs] = None) -> None:
     """One episode through launch/drive.yaml; the bridge writes results.json, the PNG, the
     video and the bag. The modular agent drives from the `drive` sensor suite (--mode
     policy: `front_rgb`, the policy needs only the camera) unless --sensors names another."""
@@ -316,7 +358,8 @@ def _drive_ros(scenario, suite, town, episodes, seed, npc_vehicles, pedestrians,
                  "foxglove": "true" if foxglove else "false", "perception": "true" if perception else "false",
                  "perception_weights": str(perception_weights or ""),
                  "lidar_obstacles": "true" if lidar_obstacles else "false", "agent": agent.value,
-                 "mode": mode.value, "policy_weights": str(policy_weights or ""), "video": str(video or "")}
+                 "mode": mode.value, "policy_weights": str(policy_weights or ""), "video": str(video or ""),
+                 **(carla or CarlaArgs()).launch_arguments()}
     try:
         description = load_launch(LAUNCH_DIR / "drive.yaml", arguments)
     except LaunchError as exc:

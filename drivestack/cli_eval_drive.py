@@ -35,7 +35,7 @@ def eval_drive(
     png: bool = typer.Option(True, help="Write a bird's-eye PNG per episode."),
 ) -> None:
     """Agents side by side, closed loop: driving score, route completion, penalty, infractions per km."""
-    from drivestack.agents import AGENT_NAMES
+    from drivestack.agents import BUILTIN_AGENT_NAMES as AGENT_NAMES  # evaluation runs the built-in simulator
     from drivestack.cli import _fail, _user_errors
     from sim.evaluation import EvaluationError, NamedAgents, agents_table, evaluate, scenarios_table
     from sim.scenario import load_scenario, suite as scenario_suite

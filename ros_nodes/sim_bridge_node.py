@@ -59,7 +59,9 @@ class SimBridge(Node):
         p.update({name: self.declare_parameter(name, default).value for name, default in (
             ("autopilot", False), ("control_timeout_s", 2.0), ("max_consecutive_faults", 40),
             ("startup_timeout_s", 60.0), ("perception", False), ("lidar_obstacles", False),
-            ("wait_for_nodes", [""]), ("out", ""), ("publish_route", True), ("video", ""))})
+            ("wait_for_nodes", [""]), ("out", ""), ("publish_route", True), ("video", ""),
+            ("sim", "builtin"), ("carla_host", "127.0.0.1"), ("carla_port", 2000), ("carla_tm_port", 8000),
+            ("carla_timeout_s", 10.0))})
         self.params = p
         self.scenario = scenario_from_params(p)
         self.published_sensors = self.scenario.sensors  # what the graph sees, with or without a video
@@ -69,8 +71,9 @@ class SimBridge(Node):
         self.faults = 0
         self.consecutive_faults = 0
         self.frames_published = 0
-        from sim.builtin import BuiltinSimulator
-        self.sim = BuiltinSimulator()
+        from sim.backends import make_simulator
+        self.sim = make_simulator(p["sim"], host=p["carla_host"], port=int(p["carla_port"]),
+                                  traffic_manager_port=int(p["carla_tm_port"]), timeout_s=float(p["carla_timeout_s"]))
         self.table = topics.topic_table(self.published_sensors, self.sim.dt_s)
         self.pubs = Publishers(self, [t for t in self.table if p["publish_route"] or t.name != topics.ROUTE])
         self.controls: dict[int, object] = {}
@@ -274,13 +277,13 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = SimBridge()
-    except (ValueError, OSError) as exc:  # scenario, sensors, map: the user's input
+    except (ValueError, OSError, SimulatorError) as exc:  # scenario, sensors, map, CARLA server: the user's input
         print(f"error: sim_bridge: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     try:
         return node.run()
-    except ValueError as exc:  # ScenarioError, MapError: found while loading the episode
+    except (ValueError, SimulatorError) as exc:  # ScenarioError, MapError, CARLA: found loading the episode
         print(f"error: sim_bridge: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -290,6 +293,7 @@ def main(args: list[str] | None = None) -> int:
             raise
         return 130  # the signal landed inside rclpy (RCLError on the dead context)
     finally:
+        node.sim.close()  # a CARLA server gets its actors destroyed and its settings back
         node.destroy_node()
         rclpy.try_shutdown()
 

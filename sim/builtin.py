@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from drivestack.schema import ActorKind, ActorState, EgoState, Observation, Route, RouteWaypoint, VehicleControl
+from drivestack.schema import ActorKind, ActorState, EgoState, Observation, Route, VehicleControl
 from sim import towns
 from sim.geometry import boxes_overlap, pairwise_overlaps
 from sim.lane_arrays import LaneArrays
-from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager
+from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager, crossing_path
 from sim.protocol import SimulatorError
 from sim.road_map import MapError, RoadMap
 from sim.route_planner import NoRouteError, RoutePlanner
@@ -78,6 +78,8 @@ def plan_scenario_route(road_map: RoadMap, scenario: Scenario, rng: np.random.Ge
 
 
 class BuiltinSimulator:
+    reports_collisions = False  # its collision sensor is the referee's own box test
+
     def __init__(self, dt_s: float = DEFAULT_DT_S, vehicle_params: VehicleParams | None = None,
                  traffic_params: TrafficParams | None = None) -> None:
         if not (math.isfinite(dt_s) and 0 < dt_s <= 0.5):
@@ -226,30 +228,8 @@ class BuiltinSimulator:
         self._spawn_crossing(crossing)
 
     def _spawn_crossing(self, crossing: PedestrianCrossing) -> None:
-        i = self._progress.index_at(crossing.route_distance_m)
-        # Cross a road, not a junction: move on to the first route point outside one.
-        while i < len(self._route.waypoints) - 1 and self._in_junction(self._route.waypoints[i]):
-            i += 1
-        wp = self._route.waypoints[i]
-        # From the kerb on the ego's right, across the whole carriageway to the far kerb.
-        nx, ny = -math.sin(wp.yaw_rad), math.cos(wp.yaw_rad)
-        start_offset, goal_offset = -self._kerb_offset_m(wp, -1), self._kerb_offset_m(wp, +1)
-        self.pedestrians.add_crossing((wp.x_m + nx * start_offset, wp.y_m + ny * start_offset),
-                                      (wp.x_m + nx * goal_offset, wp.y_m + ny * goal_offset), crossing.speed_mps)
-
-    def _in_junction(self, wp: RouteWaypoint) -> bool:
-        return wp.lane_segment_id >= 0 and self._map.lanes[wp.lane_segment_id].in_junction
-
-    def _kerb_offset_m(self, wp: RouteWaypoint, side: int) -> float:
-        """Distance from a route point, to the left (+1) or right (-1), where no lane is."""
-        nx, ny = -math.sin(wp.yaw_rad) * side, math.cos(wp.yaw_rad) * side
-        offset = 1.0
-        while offset < 40.0:
-            q = self._map.nearest_lane(wp.x_m + nx * offset, wp.y_m + ny * offset, max_distance_m=10.0)
-            if q is None or abs(q.lateral_offset_m) > self._map.lanes[q.segment_id].width_m / 2 + 1.0:
-                return offset
-            offset += 0.5
-        return offset
+        start_xy, goal_xy = crossing_path(self._map, self._route, self._progress, crossing)
+        self.pedestrians.add_crossing(start_xy, goal_xy, crossing.speed_mps)
 
     def ego_route_progress_m(self) -> float:
         """Arc length of the ego along its route."""

@@ -126,6 +126,9 @@ class Referee:
         self.route_junctions = {self.road_map.lanes[k].junction_id for k in self.allowed
                                 if self.road_map.lanes[k].in_junction}
         self.monitor = EpisodeMonitor(self.route, sim.dt_s)
+        # CARLA's collision sensor is the truth there; the built-in simulator's contacts
+        # are the same box test the monitor does itself.
+        self.reported_collisions = getattr(sim, "reports_collisions", False)
         self.rows = [(0.0, first.ego.x_m, first.ego.y_m, first.ego.yaw_rad, first.ego.speed_mps)]
         self.last = first
         self.started = time.perf_counter()
@@ -141,7 +144,8 @@ class Referee:
     def update(self, obs: Observation) -> None:
         lane = obs.ego_lane_segment_id
         on_route = lane in self.allowed or (lane >= 0 and self.road_map.lanes[lane].junction_id in self.route_junctions)
-        self.monitor.update(obs.stamp_ns, obs.ego, obs.actors, obs.traffic_lights, on_route, _reference_speed(obs))
+        self.monitor.update(obs.stamp_ns, obs.ego, obs.actors, obs.traffic_lights, on_route, _reference_speed(obs),
+                            obs.collisions if self.reported_collisions else None)
         self.rows.append((obs.stamp_ns * 1e-9, obs.ego.x_m, obs.ego.y_m, obs.ego.yaw_rad, obs.ego.speed_mps))
         self.last = obs
 

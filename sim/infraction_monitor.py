@@ -42,6 +42,11 @@ PROGRESS_WINDOW_M = 50.0
 # Tolerated relative mismatch between stamp increments and dt_s before warning.
 STAMP_TOLERANCE = 0.01
 
+# The leaderboard's CollisionTest filter, for a simulator's own collision events.
+COLLISION_SAME_PLACE_M = 3.0
+COLLISION_FORGET_DISTANCE_M = 5.0
+COLLISION_SAME_ACTOR_NS = 5_000_000_000
+
 _COLLISION_KINDS = {
     ActorKind.VEHICLE: InfractionKind.COLLISION_VEHICLE,
     ActorKind.PEDESTRIAN: InfractionKind.COLLISION_PEDESTRIAN,
@@ -122,6 +127,8 @@ class EpisodeMonitor:
         self._outside_lanes_m = 0.0
         self._last_moving_ns = 0
         self._contacts: set[int] = set()
+        self._collision_places: list[tuple[float, float]] = []  # reported collisions (CARLA)
+        self._last_collision: tuple[int, int] | None = None  # (actor id, stamp_ns)
         # Min-speed checkpoint accumulators (sums of speeds over the sampled steps).
         self._checkpoint_start_m = 0.0
         self._ego_speed_sum = 0.0
@@ -162,11 +169,15 @@ class EpisodeMonitor:
     # ---------------------------------------------------------------- update
     def update(self, stamp_ns: int, ego: EgoState, actors: Sequence[ActorState],
                lights: Sequence[TrafficLight], ego_on_route_lanes: bool,
-               reference_speed_mps: float | None) -> list[InfractionEvent]:
+               reference_speed_mps: float | None,
+               reported_collisions: Sequence[int] | None = None) -> list[InfractionEvent]:
         """Referee one simulator step; returns the events it raised (none once done).
 
         ``reference_speed_mps`` is the mean speed of the surrounding traffic this step
         (None when there is none, and the step is left out of the min-speed test).
+        ``reported_collisions``: the simulator's own collision sensor (CARLA), the ids of
+        the actors the ego started touching this step (-1 or an unknown id: the static
+        layout); None = detect contacts from the actors' boxes here.
         """
         if self._status is not None:
             return []
@@ -174,7 +185,8 @@ class EpisodeMonitor:
         self._advance_odometry(ego, ego_on_route_lanes)
         lateral_m = self._advance_progress(ego)
         events = self._min_speed_step(stamp_ns, ego, reference_speed_mps)
-        events += self._collisions(stamp_ns, ego, actors)
+        events += (self._collisions(stamp_ns, ego, actors) if reported_collisions is None
+                   else self._reported_collisions(stamp_ns, ego, actors, reported_collisions))
         events += self._red_lights(stamp_ns, ego, lights)
         events += self._end_conditions(stamp_ns, ego, lateral_m)
         self._events.extend(events)
@@ -267,6 +279,31 @@ class EpisodeMonitor:
                               detail=f"collided with {a.kind.value} {a.actor_id}")
                   for a in touching if a.actor_id not in self._contacts]
         self._contacts = {a.actor_id for a in touching}
+        return events
+
+    def _reported_collisions(self, stamp_ns: int, ego: EgoState, actors: Sequence[ActorState],
+                             actor_ids: Sequence[int]) -> list[InfractionEvent]:
+        """The simulator's collision events, filtered as the leaderboard's CollisionTest
+        does: a car pushing against another touches, bounces and touches again, which is
+        one collision. An event is ignored when it is with the actor of the last counted
+        collision within 5 s, or within 3 m of a counted collision's place (places are
+        forgotten once the ego is 5 m away)."""
+        xy = (ego.x_m, ego.y_m)
+        self._collision_places = [p for p in self._collision_places
+                                  if math.dist(p, xy) <= COLLISION_FORGET_DISTANCE_M]
+        if self._last_collision is not None and stamp_ns - self._last_collision[1] > COLLISION_SAME_ACTOR_NS:
+            self._last_collision = None
+        kinds = {a.actor_id: a.kind for a in actors}
+        events = []
+        for other in actor_ids:
+            same_actor = self._last_collision is not None and self._last_collision[0] == other
+            if same_actor or any(math.dist(p, xy) <= COLLISION_SAME_PLACE_M for p in self._collision_places):
+                continue
+            kind = kinds.get(other, ActorKind.STATIC)
+            events.append(self._event(_COLLISION_KINDS[kind], stamp_ns, xy, other_id=other,
+                                      detail=f"collided with {kind.value} {other}"))
+            self._collision_places.append(xy)
+            self._last_collision = (other, stamp_ns)
         return events
 
     def _red_lights(self, stamp_ns: int, ego: EgoState, lights: Sequence[TrafficLight]) -> list[InfractionEvent]:

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivestack.schema import ActorKind, ActorState, TrafficLightState
+from drivestack.schema import ActorKind, ActorState, Route, RouteWaypoint, TrafficLightState
 from sim.lane_arrays import LaneArrays
 from sim.road_map import RoadMap
+from sim.route_progress import RouteProgress
+from sim.scenario import PedestrianCrossing
 from sim.traffic_lights import TrafficLightController
 
 SIDEWALK_OFFSET_M = 1.4  # sidewalk centre beyond the lane's outer edge
@@ -226,3 +228,35 @@ class PedestrianManager:
                            w.speed_mps if w.mode in (Mode.WALK, Mode.CROSS) else 0.0,
                            PEDESTRIAN_SIZE_M, PEDESTRIAN_SIZE_M, 1.8)
                 for i, w in enumerate(self.walkers)]
+
+
+def crossing_path(road_map: RoadMap, route: Route, progress: RouteProgress, crossing: PedestrianCrossing
+                  ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a scripted pedestrian crosses in front of the ego: from the kerb on the
+    ego's right across the whole carriageway to the far kerb, at the first route point
+    at or after ``crossing.route_distance_m`` outside a junction (a road, not a junction)."""
+    waypoints = route.waypoints
+    i = progress.index_at(crossing.route_distance_m)
+    while i < len(waypoints) - 1 and _in_junction(road_map, waypoints[i]):
+        i += 1
+    wp = waypoints[i]
+    nx, ny = -math.sin(wp.yaw_rad), math.cos(wp.yaw_rad)
+    start_offset, goal_offset = -_kerb_offset_m(road_map, wp, -1), _kerb_offset_m(road_map, wp, +1)
+    return ((wp.x_m + nx * start_offset, wp.y_m + ny * start_offset),
+            (wp.x_m + nx * goal_offset, wp.y_m + ny * goal_offset))
+
+
+def _in_junction(road_map: RoadMap, wp: RouteWaypoint) -> bool:
+    return wp.lane_segment_id >= 0 and road_map.lanes[wp.lane_segment_id].in_junction
+
+
+def _kerb_offset_m(road_map: RoadMap, wp: RouteWaypoint, side: int) -> float:
+    """Distance from a route point, to the left (+1) or right (-1), where no lane is."""
+    nx, ny = -math.sin(wp.yaw_rad) * side, math.cos(wp.yaw_rad) * side
+    offset = 1.0
+    while offset < 40.0:
+        q = road_map.nearest_lane(wp.x_m + nx * offset, wp.y_m + ny * offset, max_distance_m=10.0)
+        if q is None or abs(q.lateral_offset_m) > road_map.lanes[q.segment_id].width_m / 2 + 1.0:
+            return offset
+        offset += 0.5
+    return offset

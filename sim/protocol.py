@@ -17,6 +17,9 @@ class SimulatorError(RuntimeError):
 class Simulator(Protocol):
     dt_s: float
     vehicle: VehicleParams  # the ego's parameters, for agents that model it
+    # True when Observation.collisions comes from the simulator's own collision sensor
+    # and the referee must score those events rather than test the boxes itself (CARLA).
+    reports_collisions: bool
 
     def reset(self, scenario: Scenario) -> Observation:
         """Load the scenario's town, plan its route, spawn everything; the first observation."""

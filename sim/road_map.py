@@ -111,6 +111,7 @@ class SignalGroup:
     yaw_rad: float  # the direction the lamp faces (towards oncoming traffic)
     junction_id: int
     stop_lines: tuple[StopLine, ...]
+    opendrive_id: str = ""  # the <signal> id; CARLA's TrafficLight.get_opendrive_id()
 
 
 @dataclass(frozen=True)
@@ -525,7 +526,7 @@ def _signal_groups(carla_map: carla.Map, lanes: tuple[LaneSegment, ...], incomin
         x, y, _ = carla_frames.location_to_xyz(lm.transform.location)
         light_id = len(signals)
         signals.append(SignalGroup(light_id, x, y, carla_frames.yaw_deg_to_rad(lm.transform.rotation.yaw), jid,
-                                   tuple(_stop_line_for(lanes[sid]) for sid in controlled)))
+                                   tuple(_stop_line_for(lanes[sid]) for sid in controlled), str(lm.id)))
         signal_ids_by_junction[jid].append(light_id)
     return signals, signal_ids_by_junction
 
