@@ -332,16 +332,20 @@ def test_drive_sim_carla_with_no_server_names_host_and_port():
     assert "no CARLA server answered at 127.0.0.1:1 (3 tries" in done.stderr.replace("\n", " ")
 
 
-def test_drive_sim_carla_records_the_same_topics_as_the_builtin_simulator(server, tmp_path, monkeypatch):
+def test_drive_sim_carla_records_bags_the_later_tools_read_unchanged(server, tmp_path, monkeypatch):
+    """``drive --sim carla --record``: the same topics as on the built-in simulator, every
+    frame, and the behaviour-cloning and perception datasets load the bag as they are."""
     from typer.testing import CliRunner
 
     from drivestack.cli import app
+    from models.perception_data import load_labels
+    from models.policy_data import load_frames
     from ros_nodes.bag.info import bag_info
     sc_file = tmp_path / "carla_short.yaml"
     sc_file.write_text(json.dumps({"name": "carla_short", "town": "grid_town", "route_length_m": 60,
                                    "npc_vehicles": 2, "pedestrians": 0, "seed": 5,
-                                   "sensors": {"cameras": [replace_kinds(SMALL_CAMERA, ["rgb"])], "lidar": {
-                                       "channels": 16, "points_per_second": 20000}}}))
+                                   "sensors": {"cameras": [SMALL_CAMERA], "ground_truth": True,
+                                               "lidar": {"channels": 16, "points_per_second": 20000}}}))
     bags = {}
     for sim_name in ("builtin", "carla"):
         if sim_name == "carla":
@@ -353,17 +357,19 @@ def test_drive_sim_carla_records_the_same_topics_as_the_builtin_simulator(server
         route = json.loads((out / "results.json").read_text())["routes"][0]
         assert route["status"] == "Completed", route
         bags[sim_name] = {t.name: t.count for t in bag_info(bag).topics}
-    assert bags["carla"].keys() - {"/carla/ego_vehicle/lane_invasion", "/carla/ego_vehicle/collision"} == \
-        bags["builtin"].keys() - {"/carla/ego_vehicle/lane_invasion", "/carla/ego_vehicle/collision"}
+    events = {"/carla/ego_vehicle/lane_invasion", "/carla/ego_vehicle/collision"}  # only when they happen
+    assert bags["carla"].keys() - events == bags["builtin"].keys() - events
     frames = bags["carla"]["/clock"]
     for topic in ("/carla/ego_vehicle/rgb_front/image", "/carla/ego_vehicle/lidar", "/carla/ego_vehicle/odometry",
-                  "/drivestack/ground_truth/actors"):
+                  "/drivestack/ground_truth/actors", "/drivestack/ground_truth/boxes_3d"):
         assert bags["carla"][topic] == frames, topic
     assert server.live_actor_ids() == []
 
-
-def replace_kinds(camera: dict, kinds: list[str]) -> dict:
-    return {**camera, "kinds": kinds}
+    _, policy_frames = load_frames(tmp_path / "carla.bag")
+    # Every frame with 2 s of future for its 4 waypoints, 0.5 s apart; the expert's throttle as label.
+    assert len(policy_frames) == frames - 40 and policy_frames.controls[:, 1].max() > 0.1
+    _, labels = load_labels(tmp_path / "carla.bag", "front")
+    assert len(labels.stamps_ns) == frames and len(labels.boxes) > 0  # the parked NPCs' 2D boxes
 
 
 def test_the_ros_bridge_drives_carla_and_records_the_bag(tmp_path):
