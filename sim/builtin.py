@@ -19,7 +19,7 @@ from sim import towns
 from sim.geometry import boxes_overlap, pairwise_overlaps
 from sim.lane_arrays import LaneArrays
 from sim.pedestrians import PEDESTRIAN_SIZE_M, PedestrianManager, crossing_path
-from sim.protocol import SimulatorError
+from sim.protocol import EpisodeMapAndRoute, SimulatorError
 from sim.road_map import MapError, RoadMap
 from sim.route_planner import NoRouteError, RoutePlanner
 from sim.route_progress import RouteProgress
@@ -77,7 +77,7 @@ def plan_scenario_route(road_map: RoadMap, scenario: Scenario, rng: np.random.Ge
     return Route(waypoints, sum(leg.length_m for leg in legs))
 
 
-class BuiltinSimulator:
+class BuiltinSimulator(EpisodeMapAndRoute):
     reports_collisions = False  # its collision sensor is the referee's own box test
 
     def __init__(self, dt_s: float = DEFAULT_DT_S, vehicle_params: VehicleParams | None = None,
@@ -93,18 +93,6 @@ class BuiltinSimulator:
         self.scenario: Scenario | None = None
 
     # -- protocol ------------------------------------------------------------------------
-
-    @property
-    def road_map(self) -> RoadMap:
-        if self._map is None:
-            raise SimulatorError("reset() the simulator with a scenario first")
-        return self._map
-
-    @property
-    def route(self) -> Route:
-        if self._route is None:
-            raise SimulatorError("reset() the simulator with a scenario first")
-        return self._route
 
     def reset(self, scenario: Scenario) -> Observation:
         self.scenario = scenario

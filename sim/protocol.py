@@ -35,3 +35,23 @@ class Simulator(Protocol):
 
     @property
     def route(self) -> Route: ...
+
+
+class EpisodeMapAndRoute:
+    """The ``road_map`` and ``route`` properties of a backend: what ``reset`` loaded into
+    ``_map`` and ``_route``, or SimulatorError before the first reset."""
+
+    _map: RoadMap | None = None
+    _route: Route | None = None
+
+    @property
+    def road_map(self) -> RoadMap:
+        if self._map is None:
+            raise SimulatorError("reset() the simulator with a scenario first")
+        return self._map
+
+    @property
+    def route(self) -> Route:
+        if self._route is None:
+            raise SimulatorError("reset() the simulator with a scenario first")
+        return self._route

@@ -38,7 +38,7 @@ from sim.carla_backend.sensor_data import (
 from sim.carla_backend.weather import carla_weather, headlights_on
 from sim.carla_backend.world_state import ActorIds, actor_states, collided_ids, ego_state, light_state, traffic_lights
 from sim.pedestrians import crossing_path
-from sim.protocol import SimulatorError
+from sim.protocol import EpisodeMapAndRoute, SimulatorError
 from sim.road_map import RoadMap
 from sim.route_progress import RouteProgress
 from sim.scenario import Scenario, ScenarioError
@@ -97,7 +97,7 @@ class _Stream:
                 return out
 
 
-class CarlaSimulator:
+class CarlaSimulator(EpisodeMapAndRoute):
     """Connects on construction (so a wrong host, port or version fails at once)."""
 
     reports_collisions = True  # CARLA's collision sensor, with walls and props the boxes do not know
@@ -123,18 +123,6 @@ class CarlaSimulator:
         cleanup.register(self)
 
     # -- protocol ------------------------------------------------------------------------
-
-    @property
-    def road_map(self) -> RoadMap:
-        if self._map is None:
-            raise SimulatorError("reset() the simulator with a scenario first")
-        return self._map
-
-    @property
-    def route(self) -> Route:
-        if self._route is None:
-            raise SimulatorError("reset() the simulator with a scenario first")
-        return self._route
 
     @property
     def address(self) -> str:
