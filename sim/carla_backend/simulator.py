@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import queue
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -234,7 +235,7 @@ class CarlaSimulator(EpisodeMapAndRoute):
         self._spawn_walkers(library, scenario.pedestrians, rng)
         self._lights = [a for a in self._world.get_actors().filter("traffic.traffic_light*")]
         self._light_ids = {g.opendrive_id: g.light_id for g in self._map.signals}
-        self._drain(self._tick())  # spawns take effect; walker controllers need a tick before start()
+        self._settle()  # walker controllers need a tick before start()
         for controller, speed_mps in self._walker_controllers:
             controller.start()
             controller.go_to_location(self._world.get_random_location_from_navigation())
@@ -446,11 +447,12 @@ class CarlaSimulator(EpisodeMapAndRoute):
     def _tick(self) -> int:
         return self._call(lambda: self._world.tick(self.endpoint.timeout_s), "tick (it stopped answering)")
 
-    def _drain(self, frame: int) -> None:
-        for stream in self._streams.values():
-            stream.frame(frame, self.sensor_timeout_s, self.address)
-        for stream in self._events.values():
-            stream.events(frame)
+    def _settle(self) -> None:
+        """One tick for the spawns to take effect; its data (a new sensor's first frame may
+        come late) is dropped, the next observation waits for its own frame."""
+        self._tick()
+        for stream in (*self._streams.values(), *self._events.values()):
+            stream.events(sys.maxsize)
 
     @property
     def stamp_ns(self) -> int:
