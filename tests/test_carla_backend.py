@@ -372,6 +372,18 @@ def test_drive_sim_carla_records_bags_the_later_tools_read_unchanged(server, tmp
     assert len(labels.stamps_ns) == frames and len(labels.boxes) > 0  # the parked NPCs' 2D boxes
 
 
+@pytest.mark.parametrize("launch_file", ["drive.yaml", "collect.yaml"])
+def test_the_launch_files_hand_sim_carla_and_the_address_to_the_bridge(launch_file):
+    from ros_nodes.launcher import LaunchError, load_launch
+    description = load_launch(REPO / "launch" / launch_file, {"sim": "carla", "carla_host": "10.0.0.5",
+                                                             "carla_port": "2010", "carla_timeout_s": "4.5"})
+    bridge = next({p.name: p.value for p in n.parameters} for n in description.nodes if n.label == "sim_bridge")
+    assert (bridge["sim"], bridge["carla_host"], bridge["carla_port"], bridge["carla_tm_port"],
+            bridge["carla_timeout_s"]) == ("carla", "10.0.0.5", 2010, 8000, 4.5)
+    with pytest.raises(LaunchError, match="sim"):
+        load_launch(REPO / "launch" / launch_file, {"sim": "unreal"})
+
+
 def test_the_ros_bridge_drives_carla_and_records_the_bag(tmp_path):
     """sim:=carla: the bridge (with the double in its process), the expert agent node and the
     recorder as real processes; the bag holds every frame."""
