@@ -5,7 +5,8 @@ sensor and ground-truth message of frame k, then waits for the control whose
 ``header.stamp`` is frame k's before it steps. A control that does not come within
 ``control_timeout_s`` (wall time) or that carries NaN is a fault: logged, counted, and
 the car brakes for that step. With ``autopilot:=true`` the expert drives inside the
-bridge (CARLA's autopilot) for data collection. With ``perception:=true`` /
+bridge (CARLA's autopilot) for data collection, its control published on the control
+topic as an agent's would be. With ``perception:=true`` /
 ``lidar_obstacles:=true`` those nodes are part of the loop: the bridge waits for them at
 start-up and, before it steps, for their outputs stamped with the frame
 (ros_nodes.topics.perception_topics), so every frame is perceived and recorded however
@@ -38,7 +39,7 @@ from rclpy.node import Node
 from drivestack.schema import EpisodeStatus, Observation, VehicleControl
 from ros_nodes import topics
 from ros_nodes.convert_sensors import MessageError, msg_class, stamp_ns_of, time_msg
-from ros_nodes.convert_world import route_msg, vehicle_control
+from ros_nodes.convert_world import control_msg, route_msg, vehicle_control
 from ros_nodes.frame_messages import observation_messages
 from ros_nodes.graph import Publishers, qos_profile, rclpy_class, subscribe, watch_ready
 from ros_nodes.scenario_params import declare_scenario_parameters, scenario_from_params
@@ -103,7 +104,8 @@ class SimBridge(Node):
     # -- callbacks -------------------------------------------------------------------------
 
     def _on_control(self, msg) -> None:
-        self.controls[stamp_ns_of(msg.header.stamp)] = msg
+        if not self.params["autopilot"]:  # with the autopilot these are the bridge's own
+            self.controls[stamp_ns_of(msg.header.stamp)] = msg
 
     # -- the episode -----------------------------------------------------------------------
 
@@ -129,7 +131,12 @@ class SimBridge(Node):
         status = None
         while not referee.done and rclpy.ok():
             self._publish_frame(obs)
-            control = expert.run_step(obs) if expert is not None else self._await_control(obs.stamp_ns)
+            if expert is not None:
+                control = expert.run_step(obs)
+                # On the control topic like an agent's, so the bag holds the demonstration.
+                self.pubs.publish(topics.CONTROL, control_msg(control, obs.stamp_ns))
+            else:
+                control = self._await_control(obs.stamp_ns)
             self._await_perception(obs.stamp_ns)
             if self.consecutive_faults > self.params["max_consecutive_faults"]:
                 self.get_logger().error(f"no valid control for {self.consecutive_faults} frames in a row: the "

@@ -384,9 +384,11 @@ def test_the_launch_files_hand_sim_carla_and_the_address_to_the_bridge(launch_fi
         load_launch(REPO / "launch" / launch_file, {"sim": "unreal"})
 
 
-def test_the_ros_bridge_drives_carla_and_records_the_bag(tmp_path):
-    """sim:=carla: the bridge (with the double in its process), the expert agent node and the
-    recorder as real processes; the bag holds every frame."""
+@pytest.mark.parametrize("driver", ["agent", "autopilot"])
+def test_the_ros_bridge_drives_carla_and_records_the_bag(tmp_path, driver):
+    """sim:=carla: the bridge (with the double in its process), the expert (the agent node,
+    or autopilot:=true inside the bridge) and the recorder as real processes; the bag
+    holds every frame, the control included."""
     from ros_nodes.bag.info import bag_info
     sc_file = tmp_path / "carla_ros.yaml"
     sc_file.write_text(json.dumps({"name": "carla_ros", "town": "grid_town", "route_length_m": 60, "npc_vehicles": 2,
@@ -397,14 +399,16 @@ def test_the_ros_bridge_drives_carla_and_records_the_bag(tmp_path):
         return [sys.executable, "-m", module, "--ros-args", *[x for p in params for x in ("-p", p)]]
 
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    helpers = [subprocess.Popen(node("ros_nodes.agent_node"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL),
-               subprocess.Popen(node("ros_nodes.recorder_node", f"out:={out / 'bag'}", f"scenario:={sc_file}"),
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    commands = [node("ros_nodes.recorder_node", f"out:={out / 'bag'}", f"scenario:={sc_file}")]
+    if driver == "agent":
+        commands.append(node("ros_nodes.agent_node"))
+    helpers = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for c in commands]
+    waits = "['agent', 'recorder']" if driver == "agent" else "['recorder']"
     try:
         bridge = subprocess.run(node("tests.carla_double.serve_bridge", "sim:=carla", f"scenario:={sc_file}",
                                      f"out:={out}", "startup_timeout_s:=60.0", "control_timeout_s:=30.0",
-                                     "wait_for_nodes:=['agent', 'recorder']"),
+                                     f"wait_for_nodes:={waits}", f"autopilot:={str(driver == 'autopilot').lower()}"),
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     finally:
         for proc in helpers:
@@ -419,5 +423,7 @@ def test_the_ros_bridge_drives_carla_and_records_the_bag(tmp_path):
     route = json.loads((out / "results.json").read_text())["routes"][0]
     assert route["status"] == "Completed" and route["extra"]["control_faults"] == 0
     counts = {t.name: t.count for t in bag_info(out / "bag").topics}
-    for topic in ("/clock", "/carla/ego_vehicle/odometry", "/carla/ego_vehicle/vehicle_control_cmd"):
-        assert counts[topic] == route["extra"]["frames_published"], topic
+    frames = route["extra"]["frames_published"]
+    assert counts["/clock"] == counts["/carla/ego_vehicle/odometry"] == frames
+    # The agent also answers the last frame; the autopilot drives every frame but the last.
+    assert counts["/carla/ego_vehicle/vehicle_control_cmd"] == (frames if driver == "agent" else frames - 1)
