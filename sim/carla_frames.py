@@ -3,8 +3,8 @@
 CARLA (Unreal) uses x forward, y right, z up and clockwise yaw in degrees; REP 103
 uses x forward, y left, z up and counter-clockwise yaw in radians. OpenDRIVE files are
 right-handed, so their coordinates equal REP 103 ``map`` coordinates: CARLA mirrors y
-when it loads them and we mirror it back here. Only this module and ``road_map`` (and
-later the CARLA backend) see carla types.
+when it loads them and we mirror it back here. Only this module converts; besides it,
+only ``road_map`` and ``sim/carla_backend`` see carla types.
 
 The conversions follow carla-simulator/ros-bridge (``carla_common/transforms.py``,
 ``carla_ros_bridge/imu.py``, ``lidar.py``): mirroring y turns a position or any other
