@@ -112,6 +112,16 @@ def _stop(proc: subprocess.Popen) -> str:
     return out
 
 
+def _subscriptions_of(node, name: str) -> list:
+    """The node's subscriptions as graph discovery sees them; [] until it has discovered
+    the node (a loaded machine can take a moment after the node announced itself)."""
+    from rclpy.node import NodeNameNonExistentError  # rclpy re-exports the binding's error
+    try:
+        return node.get_subscriber_names_and_types_by_node(name, "/")
+    except NodeNameNonExistentError:
+        return []
+
+
 class Harness:
     """This test's end of the graph: publishes map, frames and inputs; collects what the
     mission and planner publish, by topic and stamp."""
@@ -230,8 +240,8 @@ class TestPlannerAndMission:
         subscribed = set(harness.ready["planner"])
         assert {topics.ODOMETRY, topics.MAP, topics.ROUTE, topics.detections_topic("front"), topics.PERCEPTION_LANES,
                 topics.OBSTACLES} <= subscribed
-        in_graph = harness.spin_until(lambda: harness.node.get_subscriber_names_and_types_by_node("planner", "/"),
-                                      20.0, "planner subscriptions in the graph")
+        in_graph = harness.spin_until(lambda: _subscriptions_of(harness.node, "planner"), 20.0,
+                                      "planner subscriptions in the graph")
         subscribed |= {name for name, _ in in_graph}
         assert not subscribed & privileged
         assert not [name for name in subscribed if name.startswith(topics.GROUND_TRUTH_NS)]

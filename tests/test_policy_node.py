@@ -30,7 +30,7 @@ from ros_nodes.graph import decode, qos_profile, rclpy_class
 from ros_nodes.topics import Qos, Topic
 from sim.sensors.suite import load_suite
 from test_planner_node import (ROOT, SCENARIO, SCENARIO_PARAMS, Harness, _node_process, _publish_frame, _stop,
-                               first_frame)
+                               _subscriptions_of, first_frame)
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
 
@@ -127,8 +127,8 @@ class TestPolicyNode:
         privileged.add(topics.EXPERT_CONTROL)
         subscribed = set(harness.ready["policy"])
         assert {IMAGE_TOPIC, topics.ODOMETRY, topics.ROUTE} <= subscribed
-        in_graph = harness.spin_until(lambda: harness.node.get_subscriber_names_and_types_by_node("policy", "/"),
-                                      20.0, "policy subscriptions in the graph")
+        in_graph = harness.spin_until(lambda: _subscriptions_of(harness.node, "policy"), 20.0,
+                                      "policy subscriptions in the graph")
         subscribed |= {name for name, _ in in_graph}
         assert not subscribed & privileged
         assert not [name for name in subscribed if name.startswith(topics.GROUND_TRUTH_NS)]
