@@ -219,7 +219,8 @@ def test_labels_on_carla_match_the_actors(server):
     box3d = next(b for b in obs.ground_truth.boxes_3d if b.instance_id == box.instance_id)
     dx, dy = actor.x_m - obs.ego.x_m, actor.y_m - obs.ego.y_m
     c, s = np.cos(obs.ego.yaw_rad), np.sin(obs.ego.yaw_rad)
-    assert box3d.x_m == pytest.approx(c * dx + s * dy, abs=0.3) and box3d.y_m == pytest.approx(-s * dx + c * dy, abs=0.3)
+    assert box3d.x_m == pytest.approx(c * dx + s * dy, abs=0.3)
+    assert box3d.y_m == pytest.approx(-s * dx + c * dy, abs=0.3)
     assert obs.ground_truth.lanes  # from the map's lanes
     sim.close()
 

@@ -233,8 +233,11 @@ class CarlaSimulator(EpisodeMapAndRoute):
         self._spawn_sensors(library, scenario)
         self._spawn_npcs(library, scenario.npc_vehicles, rng)
         self._spawn_walkers(library, scenario.pedestrians, rng)
-        self._lights = [a for a in self._world.get_actors().filter("traffic.traffic_light*")]
-        self._light_ids = {g.opendrive_id: g.light_id for g in self._map.signals}
+        # Lights neither move nor change ids: ask the server once per episode, not per frame.
+        self._lights = [(tl, tl.get_opendrive_id()) for tl in self._world.get_actors().filter("traffic.traffic_light*")]
+        light_ids = {g.opendrive_id: g.light_id for g in self._map.signals}
+        self._light_boxes = [(light_ids[opendrive_id], box) for tl, opendrive_id in self._lights
+                             if opendrive_id in light_ids for box in tl.get_light_boxes()]
         self._settle()  # walker controllers need a tick before start()
         for controller, speed_mps in self._walker_controllers:
             controller.start()
@@ -416,7 +419,8 @@ class CarlaSimulator(EpisodeMapAndRoute):
         controller = self._spawn_walker(self._ground_transform(x0, y0, math.atan2(y1 - y0, x1 - x0), 1.0),
                                         np.random.default_rng([self.scenario.seed, 2]))
         if controller is None:
-            log.warning("the scripted pedestrian of %s could not be spawned at (%.1f, %.1f)", self.scenario.name, x0, y0)
+            log.warning("the scripted pedestrian of %s could not be spawned at (%.1f, %.1f)", self.scenario.name,
+                        x0, y0)
             return
         self._walker_controllers.pop()
         controller.start()
@@ -465,8 +469,8 @@ class CarlaSimulator(EpisodeMapAndRoute):
         ego = ego_state(self._ego, stamp_ns, self._steer_angle_rad)
         self._ego_pose = (ego.x_m, ego.y_m, ego.yaw_rad)
         actors = actor_states(self._others, self._map)
-        lights = traffic_lights(self._map, {tl.get_opendrive_id(): light_state(tl.get_state())
-                                            for tl in self._lights})
+        lights = traffic_lights(self._map, {opendrive_id: light_state(tl.get_state())
+                                            for tl, opendrive_id in self._lights})
         q = self._map.nearest_lane(ego.x_m, ego.y_m, ego.yaw_rad, max_distance_m=4.0)
         on_lane = q is not None and abs(q.lateral_offset_m) < self._map.lanes[q.segment_id].width_m / 2 + 0.5
         ego_lane = q.segment_id if on_lane else -1
@@ -487,15 +491,14 @@ class CarlaSimulator(EpisodeMapAndRoute):
             truth = carla_ground_truth(ego=ego, boxes=boxes, ego_lane_segment_id=ego_lane, road_map=self._map,
                                        cameras=self._cameras, images=images, lane_sequence=self._route_lanes)
         return Observation(stamp_ns, ego, actors, lights, ego_lane, imu=imu_reading(data["imu"], stamp_ns),
-                           gnss=gnss_reading(data["gnss"], stamp_ns, self._carla_map), collisions=collisions, lane_invasions=invasions,
+                           gnss=gnss_reading(data["gnss"], stamp_ns, self._carla_map), collisions=collisions,
+                           lane_invasions=invasions,
                            cameras=images, lidar=scan, ground_truth=truth)
 
     def _boxes(self, ego, actors, lights) -> tuple[Box3D, ...]:
-        light_boxes = [(self._light_ids[tl.get_opendrive_id()], box) for tl in self._lights
-                       if tl.get_opendrive_id() in self._light_ids for box in tl.get_light_boxes()]
-        return carla_boxes_3d(ego, self._ego.get_transform(),
-                              [(actor_id, kind, a.get_transform(), a.bounding_box) for actor_id, kind, a in self._others],
-                              {a.actor_id: a.speed_mps for a in actors}, lights, light_boxes)
+        others = [(actor_id, kind, a.get_transform(), a.bounding_box) for actor_id, kind, a in self._others]
+        return carla_boxes_3d(ego, self._ego.get_transform(), others, {a.actor_id: a.speed_mps for a in actors},
+                              lights, self._light_boxes)
 
     def _camera_image(self, camera: CameraConfig, data: dict[str, Any], stamp_ns: int,
                       boxes: tuple[Box3D, ...] | None) -> CameraImage:
